@@ -1,0 +1,64 @@
+# The two front-door commands: `make demo` and `make test`. Both install what they need:
+# uv (from the package index, into .tools/, when it is not on PATH), then the locked environment.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+# Compiled bytecode: otherwise every processing worker recompiles scikit-learn on import.
+export UV_COMPILE_BYTECODE := 1
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: demo test lint sync clean bench bench-peers bench-triggers bench-dags
+
+demo: .venv/.synced
+	.venv/bin/shardflow demo
+
+test: .venv/.synced
+	.venv/bin/python -m pytest
+
+lint: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/hadolint containers/Dockerfile containers/airflow.Dockerfile
+
+# Trigger polling at scale: 10, 100 and 1,000 jobs waiting in one triggerer (about 4 minutes).
+bench-triggers: .venv/.synced
+	.venv/bin/python bench/trigger_polling.py
+
+sync: .venv/.synced
+
+# DagBag parse time of the pipeline DAG files at 1, 50 and 200 specs, against the 30 s timeout.
+bench-dags: .venv/.synced
+	.venv/bin/python bench/dagbag_parse.py --output bench/RESULTS-dagbag.md
+
+# The benchmark (bench/RESULTS.md): `make bench`, or `make bench BENCH=--quick` for a first look.
+# `make bench-peers` adds Ray Data and Spark (Spark needs Java 17), installed on first use into
+# bench/.peers, an environment of their own outside the project's lock, with the project's own
+# versions of the libraries that unpickle the models.
+BENCH ?=
+PEERS := "ray[data]==2.60.0" "pyspark==4.3.0"
+SHARED_LIBRARIES := xgboost-cpu scikit-learn numpy pyarrow pandas joblib
+
+bench: .venv/.synced
+	.venv/bin/python -m bench.run $(BENCH)
+
+bench-peers: .venv/.synced bench/.peers/.installed
+	.venv/bin/python -m bench.run --peers $(BENCH)
+
+bench/.peers/.installed: .venv/.synced | $(UV)
+	$(UV) venv --allow-existing bench/.peers
+	$(UV) pip install --python bench/.peers/bin/python $(PEERS) $$(.venv/bin/python -c \
+	  'import sys; from importlib.metadata import version; print(*(f"{p}=={version(p)}" for p in sys.argv[1:]))' \
+	  $(SHARED_LIBRARIES))
+	touch $@
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==0.13.8
+
+clean:
+	rm -rf .venv .tools .shardflow

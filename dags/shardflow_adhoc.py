@@ -1,0 +1,8 @@
+"""The ad-hoc Airflow DAG: one batch-inference job from the trigger form (Trigger DAG w/ config).
+
+The form's Params schema refuses bad values before a run is created (see the README: "Ad-hoc runs").
+"""
+
+from shardflow.adhoc import build_adhoc_dag
+
+dag = build_adhoc_dag()

@@ -1,0 +1,200 @@
+"""The stand-in for the SageMaker service behind one local processing job.
+
+Run as ``python -m shardflow.compute.local_runner JOB_DIR``. It lays out each instance's
+``/opt/ml`` tree (under ``JOB_DIR/<host>``), downloads the instance's ShardedByS3Key share of the
+inputs and a copy of the model, runs the processing script once per instance with the container's
+command line and environment, uploads what the instances wrote (at the end of the job, only if
+every instance succeeded, as SageMaker does), and records the outcome in ``status.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from shardflow.compute.base import ProcessingState
+from shardflow.compute.local import write_status
+from shardflow.planning import assign_shards
+from shardflow.s3 import S3Uri
+
+log = logging.getLogger("shardflow.local_runner")
+
+_PROCESSING = Path("opt/ml/processing")
+
+
+class _StopRequested(BaseException):
+    """Raised by SIGTERM; a BaseException, like KeyboardInterrupt, so that no library's
+    ``except Exception`` turns a stop into a failure."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _StopRequested()
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+class Instance:
+    """One "instance" of the job: its own /opt/ml tree, its shard, and its script process."""
+
+    def __init__(self, job_dir: Path, host: str, hosts: list[str]) -> None:
+        self.host = host
+        self.root = job_dir / host
+        self.input_dir = self.root / _PROCESSING / "input" / "data"
+        self.model_dir = self.root / _PROCESSING / "input" / "model"
+        self.output_dir = self.root / _PROCESSING / "output"
+        self.config_dir = self.root / "opt" / "ml" / "config"
+        for folder in (self.input_dir, self.model_dir, self.output_dir, self.config_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.root / "script.log"
+
+    def start(self, request: dict[str, Any], model_path: Path, workers: int) -> None:
+        command = [
+            sys.executable,
+            request["script"],
+            "--input-dir",
+            str(self.input_dir),
+            "--output-dir",
+            str(self.output_dir),
+            "--model-path",
+            str(model_path),
+            "--workers",
+            str(workers),
+            *request["script_arguments"],
+        ]
+        env = {
+            **os.environ,
+            **request["environment"],
+            "SHARDFLOW_CONFIG_DIR": str(self.config_dir),
+            "SHARDFLOW_PROCESSING_JOB": request["job_name"],
+        }
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def failure(self) -> str | None:
+        assert self.process is not None
+        code = self.process.returncode
+        if code == 0:
+            return None
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"instance {self.host} {how}; last lines of its log:\n{_tail(self.log_path)}"
+
+
+def _download_inputs(s3: Any, prefix: S3Uri, keys: list[str], into: Path) -> None:
+    for key in keys:
+        relative = key[len(prefix.key) :] if key.startswith(prefix.key) else key.rsplit("/", 1)[-1]
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(prefix.bucket, key, str(target))
+
+
+def _upload_outputs(s3: Any, outputs: list[Path], prefix: S3Uri) -> int:
+    count = 0
+    for output_dir in outputs:
+        for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+            s3.upload_file(str(path), prefix.bucket, prefix.key + path.relative_to(output_dir).as_posix())
+            count += 1
+    return count
+
+
+def _wait(instances: list[Instance], deadline: float) -> bool:
+    """Wait for every instance; ``False`` when the job ran past its deadline."""
+    while any(i.process is not None and i.process.poll() is None for i in instances):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _terminate(instances: list[Instance]) -> None:
+    for instance in instances:
+        if instance.process is not None and instance.process.poll() is None:
+            instance.process.terminate()
+            # A frozen (SIGSTOPped) instance would hold its SIGTERM until it runs again.
+            instance.process.send_signal(signal.SIGCONT)
+    for instance in instances:
+        if instance.process is not None:
+            try:
+                instance.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                instance.process.kill()
+
+
+def run(job_dir: Path) -> ProcessingState:
+    request = json.loads((job_dir / "request.json").read_text())
+    started = time.monotonic()
+    deadline = started + request["max_runtime_seconds"]
+    instances: list[Instance] = []
+    try:
+        s3 = boto3.client("s3")
+        count = request["instance_count"]
+        hosts = [f"algo-{i + 1}" for i in range(count)]
+        shards = assign_shards(sorted(request["input_keys"]), count)
+        model_uri = S3Uri.parse(request["model_uri"])
+        model_file = job_dir / "model" / model_uri.key.rsplit("/", 1)[-1]
+        model_file.parent.mkdir(exist_ok=True)
+        s3.download_file(model_uri.bucket, model_uri.key, str(model_file))
+        workers = max(1, (os.cpu_count() or 1) // count)
+        input_prefix = S3Uri.parse(request["input_prefix"])
+        for host, shard in zip(hosts, shards, strict=True):
+            instance = Instance(job_dir, host, hosts)
+            _download_inputs(s3, input_prefix, shard, instance.input_dir)
+            model_copy = instance.model_dir / model_file.name
+            shutil.copyfile(model_file, model_copy)  # FullyReplicated: every instance has its own
+            instances.append(instance)
+        for instance in instances:
+            instance.start(request, instance.model_dir / model_file.name, workers)
+        if not _wait(instances, deadline):
+            _terminate(instances)
+            reason = f"the job ran past MaxRuntimeInSeconds={request['max_runtime_seconds']} and was stopped"
+            write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": reason})
+            return ProcessingState.FAILED
+        failures = [f for f in (i.failure() for i in instances) if f]
+        if failures:
+            write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": "\n".join(failures)})
+            return ProcessingState.FAILED
+        uploaded = _upload_outputs(s3, [i.output_dir for i in instances], S3Uri.parse(request["output_prefix"]))
+        log.info("job %s: %d instances done, %d objects uploaded", request["job_name"], count, uploaded)
+        write_status(job_dir, {"state": ProcessingState.COMPLETED, "seconds": time.monotonic() - started})
+        return ProcessingState.COMPLETED
+    except _StopRequested:
+        _terminate(instances)
+        write_status(job_dir, {"state": ProcessingState.STOPPED, "failure_reason": "stopped on request"})
+        return ProcessingState.STOPPED
+    except Exception as error:
+        log.exception("job failed")
+        _terminate(instances)
+        if (job_dir / "stop_requested").exists():  # the failure is the stop's doing
+            write_status(job_dir, {"state": ProcessingState.STOPPED, "failure_reason": "stopped on request"})
+            return ProcessingState.STOPPED
+        write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": f"{type(error).__name__}: {error}"})
+        return ProcessingState.FAILED
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    state = run(Path(sys.argv[1]))
+    sys.exit(0 if state is ProcessingState.COMPLETED else 1)
+
+
+if __name__ == "__main__":
+    main()
