@@ -143,6 +143,20 @@ def _verdict(value: float, goal: float) -> str:
     return f"{value:.2f}x (target >= {goal}x: {'met' if value >= goal else 'NOT met'})"
 
 
+def _io_bound(ceiling: Row | None, floor: Row | None) -> str | None:
+    """The best ratio to the ceiling that any method which reads and writes every row can reach
+    on these cores: it spends at least the ceiling's CPU on the model and the I/O floor's on the
+    files, and the ceiling spends only the first."""
+    if not (ceiling and floor and ceiling.cpu_per_row and floor.cpu_per_row):
+        return None
+    model, files = ceiling.cpu_per_row, floor.cpu_per_row
+    return (
+        f"the bound for reading and writing every row, by CPU time: {model / (model + files):.2f}x the ceiling "
+        f"(the model {model:.2f} us/row, as the ceiling spends it, plus the files {files:.2f} us/row, as the "
+        "I/O floor spends it)"
+    )
+
+
 def targets(rows: list[Row], memory: list[tuple[int, Run]] | None = None) -> list[str]:
     out = []
     script = _find(rows, "xgboost", "files", "processing script")
@@ -154,6 +168,9 @@ def targets(rows: list[Row], memory: list[tuple[int, Run]] | None = None) -> lis
                 f"XGBoost, {label}, work vs the compute ceiling: {_verdict(row.work_rate / ceiling.work_rate, 0.85)}; "
                 f"by CPU time {_cpu_ratio(ceiling, row)}x"
             )
+    bound = _io_bound(ceiling, _find(rows, "xgboost", "files", "I/O floor"))
+    if bound:
+        out.append(bound)
     cheap = _find(rows, "logreg", "files", "processing script")
     floor = _find(rows, "logreg", "files", "I/O floor")
     if cheap and floor:

@@ -9,8 +9,6 @@ import os
 import threading
 from typing import Protocol
 
-import boto3
-
 from shardflow.jobs import FileRecord, FileStatus, JobConflict, JobStatus, JobStore, utcnow
 
 __all__ = ["JobReporter", "NullReporter", "Outcome"]
@@ -71,6 +69,8 @@ class JobReporter:
             return None
         interval = float(os.environ.get("SHARDFLOW_HEARTBEAT_SECONDS", "10"))
         attempt = os.environ.get("SHARDFLOW_ATTEMPT")
+        import boto3  # here, not at the top: a run without a job record (by hand, a benchmark) skips it
+
         store = JobStore(boto3.client("dynamodb"), table)
         return cls(store, job_id, processing_job, int(attempt) if attempt else None, interval)
 
