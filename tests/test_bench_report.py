@@ -10,8 +10,13 @@ ROWS = 1_000_000
 
 
 def row(method: str, work_seconds: float, cpu_seconds: float, model: str = "xgboost", scenario: str = "files") -> Row:
-    run = Run(wall_seconds=work_seconds + 1.0, work_seconds=work_seconds, cpu_seconds=cpu_seconds, rows=ROWS)
-    run.work_cpu_seconds = cpu_seconds
+    run = Run(
+        wall_seconds=work_seconds + 1.0,
+        work_seconds=work_seconds,
+        cpu_seconds=cpu_seconds,
+        rows=ROWS,
+        work_cpu_seconds=cpu_seconds,
+    )
     return Row(model, scenario, method, run)
 
 
