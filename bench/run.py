@@ -86,13 +86,13 @@ def _median(runs: list[Run]) -> Run:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="200k rows in 8 files, one repeat: a first look")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per method (median); default 3, quick 1")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per method (median); default 5, quick 1")
     parser.add_argument("--peers", action="store_true", help="add Ray Data and Spark (needs `make bench-peers`)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     if args.peers and not PEERS_PYTHON.exists():
         parser.error("the peers' environment is missing: run `make bench-peers` first")
     root = DATA / ("quick" if args.quick else "full")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +23,44 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger("batch_predict")
 
 
+class _Outbox:
+    """Sends to one worker from a thread of its own, in order. A worker reads its pipe only between
+    batches, and a helper's predictions are bigger than a pipe holds: sent from the pool's loop,
+    they held every other worker up until the owner had predicted its own batch."""
+
+    _CLOSE = None
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.messages: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.alive = True
+        self.thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+        self.thread.start()
+
+    def put(self, message: tuple[Any, ...]) -> bool:
+        """``False`` once a send has failed: the worker is gone, and its sentinel says so."""
+        if self.alive:
+            self.messages.put(message)
+        return self.alive
+
+    def close(self) -> None:
+        self.messages.put(self._CLOSE)
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while (message := self.messages.get()) is not self._CLOSE:
+            try:
+                self.conn.send(message)
+            except OSError:
+                self.alive = False
+                return
+
+
 @dataclass
 class _Seat:
     process: BaseProcess
     conn: Connection
+    outbox: _Outbox
     task: FileTask | None = None  # the file it owns
     task_id: int = 0
     helping: tuple[int, int, int] | None = None  # (owner seat, task id, slot) of the batch it predicts
@@ -70,7 +106,7 @@ class WorkerPool:
         )
         process.start()
         child_end.close()
-        return _Seat(process, parent_end)
+        return _Seat(process, parent_end, _Outbox(parent_end))
 
     def run(self, tasks: list[FileTask]) -> list[FileOutcome]:
         queue = deque(sorted(tasks, key=lambda t: t.size, reverse=True))  # big files first: no long tail
@@ -100,11 +136,7 @@ class WorkerPool:
     @staticmethod
     def _send(seat: _Seat, message: tuple[Any, ...]) -> bool:
         """``False`` when the worker is gone; its sentinel tells the loop, which replaces it."""
-        try:
-            seat.conn.send(message)
-        except OSError:
-            return False
-        return True
+        return seat.outbox.put(message)
 
     def _dispatch(self, queue: deque[FileTask]) -> None:
         for seat in self.seats:
@@ -179,6 +211,7 @@ class WorkerPool:
                     self._send(target, ("abort", task_id, slot, self._failed(target.task).error))
                 else:
                     self._send(target, ("returned", task_id, slot, None))
+        seat.outbox.close()
         seat.conn.close()
         self.seats[index] = self._fork(index)
 
@@ -213,3 +246,4 @@ class WorkerPool:
             seat.process.join(timeout=10)
             if seat.process.is_alive():
                 seat.process.kill()
+            seat.outbox.close()

@@ -7,9 +7,14 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from shardflow.jobs import FileRecord, FileStatus, JobConflict, JobStatus, JobStore, utcnow
+if TYPE_CHECKING:
+    from shardflow.jobs import FileRecord, JobStore
+
+# shardflow.jobs imports boto3 and botocore: a tenth of a second or more of every start. The
+# reporter imports it where it is used, so a run without a job record (by hand, a benchmark)
+# never does.
 
 __all__ = ["JobReporter", "NullReporter", "Outcome"]
 
@@ -69,13 +74,17 @@ class JobReporter:
             return None
         interval = float(os.environ.get("SHARDFLOW_HEARTBEAT_SECONDS", "10"))
         attempt = os.environ.get("SHARDFLOW_ATTEMPT")
-        import boto3  # here, not at the top: a run without a job record (by hand, a benchmark) skips it
+        import boto3
+
+        from shardflow.jobs import JobStore
 
         store = JobStore(boto3.client("dynamodb"), table)
         return cls(store, job_id, processing_job, int(attempt) if attempt else None, interval)
 
     def start(self) -> None:
         """Mark the job RUNNING (the first instance to start does; the others find it done)."""
+        from shardflow.jobs import JobConflict, JobStatus, utcnow
+
         record = self.store.get_job(self.job_id)
         if self.attempt is None:
             self.attempt = record.attempt
@@ -87,6 +96,8 @@ class JobReporter:
         self._thread.start()
 
     def file_done(self, outcome: Outcome) -> None:
+        from shardflow.jobs import FileRecord, FileStatus
+
         record = FileRecord(
             key=outcome.relative,
             size=outcome.size,

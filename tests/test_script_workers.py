@@ -3,6 +3,7 @@ killed (SIGKILL, from this test, by PID) in the middle of a file."""
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -169,3 +170,38 @@ def test_a_helper_killed_mid_batch_only_costs_that_batch(tmp_path, model):
     manifest = json.loads((tmp_path / "out" / "_manifests" / "local-algo-1.json").read_text())
     assert [(f["input"], f["rows"]) for f in manifest["files"]] == [("big.parquet", 40_000)]
     _check_predictions(tmp_path / "out" / "big.parquet", tables["big.parquet"], model)
+
+
+def test_the_pool_hands_work_on_while_a_worker_is_too_busy_to_read(monkeypatch):
+    """A helper's predictions for an owner that is predicting a batch of its own wait in the
+    owner's outbox; the pool's loop goes on handing batches to the helper."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from pool import _Outbox
+
+    pool_end, worker_end = multiprocessing.Pipe()
+    outbox = _Outbox(pool_end)
+    predictions = np.arange(1 << 20, dtype=np.float64)  # 8 MB: far more than the pipe holds
+    accepted: list[bool] = []
+    pool_loop = threading.Thread(
+        target=lambda: accepted.extend(
+            [outbox.put(("predicted", 1, 0, predictions)), outbox.put(("claimed", 1, 1, True))]
+        )
+    )
+    pool_loop.start()
+    pool_loop.join(timeout=2)  # while nothing reads the worker's end
+    if pool_loop.is_alive():
+        worker_end.close()  # lets the blocked send fail, so the test ends
+        pytest.fail("the pool's loop waited for the worker to read")
+    assert accepted == [True, True]
+    kind, task_id, slot, payload = worker_end.recv()
+    assert (kind, task_id, slot) == ("predicted", 1, 0)
+    np.testing.assert_array_equal(payload, predictions)
+    assert worker_end.recv() == ("claimed", 1, 1, True)
+
+    worker_end.close()  # the worker is gone: sending fails, and the outbox says so
+    deadline = time.monotonic() + 10
+    while outbox.put(("predict", 0, 1, 2, 3, "<f4")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not outbox.put(("stop",))
+    outbox.close()
+    assert not outbox.thread.is_alive()
