@@ -204,4 +204,5 @@ def test_the_pool_hands_work_on_while_a_worker_is_too_busy_to_read(monkeypatch):
         time.sleep(0.05)
     assert not outbox.put(("stop",))
     outbox.close()
+    pool_end.close()
     assert not outbox.thread.is_alive()
