@@ -7,18 +7,24 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test lint sync clean bench bench-peers bench-triggers bench-dags
+.PHONY: demo test test-unit lint sync clean bench bench-peers bench-triggers bench-dags
 
 demo: .venv/.synced
 	.venv/bin/shardflow demo
 
+# Everything: tests/unit (in-memory, seconds), tests/integration (a moto server, the local
+# backend, the processing script), tests/e2e (the demo, a live Airflow).
 test: .venv/.synced
 	.venv/bin/python -m pytest
+
+test-unit: .venv/.synced
+	.venv/bin/python -m pytest tests/unit
 
 lint: .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/hadolint containers/Dockerfile containers/airflow.Dockerfile
 
 # Trigger polling at scale: 10, 100 and 1,000 jobs waiting in one triggerer (about 4 minutes).

@@ -45,7 +45,7 @@ print(json.dumps({"airflow_import": ready, "files": files,
 
 
 def measure(specs: int, repeats: int, work: Path) -> dict:
-    from shardflow.examples import write_example_specs
+    from shardflow.spec.examples import write_example_specs
 
     dags = work / f"dags-{specs}"
     shutil.rmtree(dags, ignore_errors=True)

@@ -30,10 +30,11 @@ RESULTS = Path(__file__).with_name("RESULTS-triggers.md")
 def seed(jobs: int, table: str, root: Path, sleeper_pid: int) -> int:
     """Create ``jobs`` RUNNING job records and their InProgress local jobs; returns an item's size."""
     import boto3
+    from support.records import sample_job
 
+    from shardflow.aws.jobstore import JobStore
     from shardflow.compute.local import write_status
-    from shardflow.jobs import FileRecord, JobStatus, JobStore
-    from shardflow.testing import sample_job
+    from shardflow.core.record import FileRecord, JobStatus
 
     store = JobStore(boto3.client("dynamodb"), table)
     store.create_table()
@@ -64,7 +65,7 @@ def seed(jobs: int, table: str, root: Path, sleeper_pid: int) -> int:
 async def _poll_all(jobs: int, table: str, root: Path, poll: float, seconds: float, calls: Counter[str]) -> None:
     from aiobotocore.client import AioBaseClient
 
-    from shardflow.triggers import JobTrigger
+    from shardflow.airflow.triggers import JobTrigger
 
     original = AioBaseClient._make_api_call
 
@@ -106,7 +107,7 @@ def triggerer(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from shardflow.testing import aws_environment, moto_server
+    from shardflow.local.moto import aws_environment, moto_server
 
     rows = []
     sleeper = subprocess.Popen(["sleep", "86400"])

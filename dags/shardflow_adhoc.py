@@ -3,6 +3,6 @@
 The form's Params schema refuses bad values before a run is created (see the README: "Ad-hoc runs").
 """
 
-from shardflow.adhoc import build_adhoc_dag
+from shardflow.airflow.adhoc import build_adhoc_dag
 
 dag = build_adhoc_dag()

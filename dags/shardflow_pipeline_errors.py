@@ -6,6 +6,6 @@ stale. Airflow's safe mode only parses files that mention both "airflow" and "da
 
 from pathlib import Path
 
-from shardflow.dag_factory import check_pipeline_specs
+from shardflow.airflow.dags import check_pipeline_specs
 
 check_pipeline_specs(Path(__file__).parent / "pipelines")

@@ -7,6 +7,6 @@ Airflow's safe mode only parses files that mention both "airflow" and "dag": thi
 
 from pathlib import Path
 
-from shardflow.dag_factory import build_pipeline_dags
+from shardflow.airflow.dags import build_pipeline_dags
 
 globals().update(build_pipeline_dags(Path(__file__).parent / "pipelines").dags)

@@ -1,236 +1,34 @@
 """The processing container's entry point: predict every input file of this instance's shard.
 
-    python batch_predict.py --input-dir DIR --output-dir DIR --model-path FILE [--workers N]
+    python batch_predict.py --input-dir DIR --output-dir DIR --model-path FILE --model-sha256 HEX
 
-The model is checked against its sha256 before it is unpickled, loaded once in this process, and
-shared with forked workers (one per core, one library thread each). Each worker streams a file in
-record batches and writes its one output in order; when workers run out of files, they predict
-batches of the files still in progress, so a single big file keeps every core busy. Every input
-gets one output under the same relative path, written under a temporary name and renamed when
-complete; a manifest of what was written is written last. When the job's environment names a job
-record (SHARDFLOW_JOB_ID, SHARDFLOW_JOB_TABLE), per-file results and a heartbeat go to it.
-Imports nothing from Airflow.
+Every option: ``python batch_predict.py --help``, or :class:`shardflow.core.invocation.ScriptOptions`.
+The code is the package's (:mod:`shardflow.processing.script`); this file only wires the job
+table in, so that a run outside a job record never imports an AWS client.
 """
 
 from __future__ import annotations
 
-import os
-
-# Arrow's allocator hands freed memory back to the kernel after 10 ms, so every record batch
-# faulted its buffers in again and the kernel zeroed them: a tenth of the workers' CPU time, as
-# profiled on the benchmark. Keep it (the peak is a few batches); set before Arrow is loaded.
-os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
-
-import argparse
-import gc
-import json
 import logging
-import multiprocessing
-import resource
+import os
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-import joblib
-from pool import WorkerPool
-from predictor import Predictor, limit_library_threads
-from reporting import JobReporter, NullReporter
-from tabular import find_inputs, sha256_of
-from worker import FileOutcome, FileTask, SlotArena, WorkerSettings
-
-__all__ = ["ModelRefused", "load_model", "main", "parse_args", "write_manifest"]
-
-log = logging.getLogger("batch_predict")
-
-SAGEMAKER_INPUT = "/opt/ml/processing/input/data"
-SAGEMAKER_OUTPUT = "/opt/ml/processing/output"
-SAGEMAKER_MODEL = "/opt/ml/processing/input/model/model.joblib"
-
-# One feature matrix at most this big: wide inputs get batches of fewer rows.
-_SLOT_BYTES = 64 << 20
+# First: the script sets Arrow's allocator up before anything loads Arrow.
+from shardflow.processing.script import main
 
 
-class ModelRefused(RuntimeError):
-    pass
+def open_job_store(table: str) -> Any:
+    """The DynamoDB job table, reached with the job's own credentials and region."""
+    import boto3
 
+    from shardflow.aws.jobstore import JobStore
 
-def load_model(path: Path, expected_sha256: str | None) -> Any:
-    """Unpickling runs code: refuse any artifact whose sha256 is not the one the spec names."""
-    if not expected_sha256:
-        raise ModelRefused(
-            f"no sha256 given for {path}: pass --model-sha256 (or SHARDFLOW_MODEL_SHA256) "
-            "with the value from the pipeline spec"
-        )
-    actual = sha256_of(path)
-    if actual != expected_sha256.lower():
-        raise ModelRefused(
-            f"model {path} has sha256 {actual} but the spec expects {expected_sha256}: "
-            "the artifact was replaced or the spec is stale; it was not loaded"
-        )
-    return joblib.load(path)
-
-
-def _log_outcome(outcome: FileOutcome) -> None:
-    if outcome.error:
-        log.error("%s failed: %s", outcome.relative, outcome.error)
-    else:
-        log.info(
-            "%s: %d rows in %.2f s (%d of %d batches predicted by other workers)",
-            outcome.relative,
-            outcome.rows,
-            outcome.seconds,
-            outcome.helped,
-            outcome.batches,
-        )
-
-
-def write_manifest(output_dir: Path, outcomes: list[FileOutcome], job_name: str, host: str) -> Path:
-    manifest = {
-        "processing_job": job_name,
-        "host": host,
-        "files": [
-            {"input": o.relative, "output": o.output, "rows": o.rows, "sha256": o.sha256}
-            for o in outcomes
-            if not o.error
-        ],
-        "failed": [{"input": o.relative, "error": o.error} for o in outcomes if o.error],
-    }
-    path = output_dir / "_manifests" / f"{job_name}-{host}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input-dir", type=Path, default=Path(SAGEMAKER_INPUT))
-    parser.add_argument("--output-dir", type=Path, default=Path(SAGEMAKER_OUTPUT))
-    parser.add_argument("--model-path", type=Path, default=Path(SAGEMAKER_MODEL))
-    parser.add_argument("--model-sha256", default=os.environ.get("SHARDFLOW_MODEL_SHA256"))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--input-format", default="parquet", choices=["parquet", "csv", "csv.gz", "jsonl", "jsonl.gz"])
-    parser.add_argument("--output-format", default="parquet", choices=["parquet", "csv"])
-    parser.add_argument("--features", type=lambda s: [c for c in s.split(",") if c], default=None)
-    parser.add_argument("--passthrough", type=lambda s: [c for c in s.split(",") if c], default=None)
-    # Measured with the benchmark: below 65,536 rows the per-batch costs (messages to helpers, calls
-    # into the model) show with a cheap model. The price: the last batch of a big file keeps one
-    # core busy alone for longer, and a 40-feature matrix takes 21 MB.
-    parser.add_argument("--batch-rows", type=int, default=65536)
-    parser.add_argument(
-        "--probability-per-class",
-        action="store_true",
-        help="classifiers: one probability_<class> column per class instead of a single probability",
-    )
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be 1 or more")
-    if args.batch_rows < 1:
-        parser.error("--batch-rows must be 1 or more")
-    return args
-
-
-def current_host() -> str:
-    config = Path(os.environ.get("SHARDFLOW_CONFIG_DIR", "/opt/ml/config")) / "resourceconfig.json"
-    try:
-        return str(json.loads(config.read_text())["current_host"])
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        return "algo-1"
-
-
-def processing_job_name() -> str:
-    """SHARDFLOW_PROCESSING_JOB where set (the local backend), else the name SageMaker wrote to
-    /opt/ml/config/processingjobconfig.json."""
-    configured = os.environ.get("SHARDFLOW_PROCESSING_JOB")
-    if configured:
-        return configured
-    config = Path(os.environ.get("SHARDFLOW_CONFIG_DIR", "/opt/ml/config")) / "processingjobconfig.json"
-    try:
-        return str(json.loads(config.read_text())["ProcessingJobName"])
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        return "local"
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1 << 20):.0f} MB"
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    job_name = processing_job_name()
-    host = current_host()
-    loading = time.perf_counter()
-    # Unpickling imports scikit-learn, SciPy and pandas: hundreds of thousands of objects that
-    # live as long as the process. Collecting while they are made only wastes a tenth of a second.
-    gc.disable()
-    try:
-        model = load_model(args.model_path, args.model_sha256)
-        limit_library_threads(model)
-        predictor = Predictor(model, args.features, args.passthrough, args.probability_per_class)
-    except (ModelRefused, ValueError, OSError) as error:
-        gc.enable()
-        log.error("%s", error)
-        return 2
-    log.info("model loaded in %.2f s", time.perf_counter() - loading)
-    tasks = [
-        FileTask(str(p), p.relative_to(args.input_dir).as_posix(), p.stat().st_size)
-        for p in find_inputs(args.input_dir, args.input_format)
-    ]
-    log.info("%s: %d %s files, %d workers", host, len(tasks), args.input_format, args.workers)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    columns = len(predictor.features)
-    rows = max(1, min(args.batch_rows, _SLOT_BYTES // (8 * columns)))
-    settings = WorkerSettings(
-        predictor=predictor,
-        arena=SlotArena(args.workers, rows * columns * 8),
-        sharing=multiprocessing.RawValue("i", 0),
-        output_dir=args.output_dir,
-        input_format=args.input_format,
-        output_format=args.output_format,
-        batch_rows=rows,
-    )
-    reporter = JobReporter.from_environment(job_name) or NullReporter()
-
-    def done(outcome: FileOutcome) -> None:
-        reporter.file_done(outcome)
-        _log_outcome(outcome)
-
-    gc.freeze()  # the model's objects stay shared with the workers: the collector won't touch them
-    gc.enable()
-    pool = WorkerPool(settings, args.workers, done)  # fork before the reporter's thread starts
-    reporter.start()
-    try:
-        outcomes = pool.run(tasks)
-    finally:
-        reporter.close()
-    manifest = write_manifest(args.output_dir, outcomes, job_name, host)
-    failed = sum(1 for o in outcomes if o.error)
-    log.info(
-        "%s: %d files (%d failed), %d rows in %.3f s; manifest %s",
-        host,
-        len(outcomes),
-        failed,
-        sum(o.rows for o in outcomes),
-        time.perf_counter() - started,
-        manifest.name,
-    )
-    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    log.info(
-        "peak RSS: parent %s, workers %s; CPU over the files: %.3f s (parent %.3f s, workers %.3f s)",
-        _megabytes(parent),
-        ", ".join(_megabytes(p) for p in sorted(pool.peaks)),
-        time.process_time() - cpu_started + pool.cpu_seconds,
-        time.process_time() - cpu_started,
-        pool.cpu_seconds,
-    )
-    return 0
+    return JobStore(boto3.client("dynamodb"), table)
 
 
 if __name__ == "__main__":
-    code = main()
+    code = main(open_store=open_job_store)
     # Everything is written and closed by now; tearing down an interpreter that holds scikit-learn,
     # SciPy and the model would take another tenth of a second and do nothing for the job.
     logging.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,10 +10,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from shardflow.jobs import JobStore
-from shardflow.testing import MotoServer, aws_environment, ensure_bucket, moto_server
+from shardflow.aws.jobstore import JobStore
+from shardflow.local.demo_data import ensure_bucket
+from shardflow.local.moto import MotoServer, aws_environment, moto_server
 
 REPO = Path(__file__).resolve().parents[1]
+# Processes the tests start (processing scripts, Airflow components) unpickle models from
+# tests/support (the paced model): they need it on their path too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture(scope="session")

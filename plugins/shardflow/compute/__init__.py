@@ -1,27 +1,15 @@
-"""Compute backends behind one interface: ``local`` (processes on this machine) and ``sagemaker``."""
+"""Compute backends behind one seam (:class:`~shardflow.core.ports.ComputeBackend`): ``local``
+(processes on this machine) and ``sagemaker`` (SageMaker Processing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shardflow.compute.base import (
-    ComputeBackend,
-    ProcessingJobExists,
-    ProcessingRequest,
-    ProcessingRequestRefused,
-    ProcessingState,
-    ProcessingStatus,
-)
+from shardflow.core.ports import ComputeBackend
 
-__all__ = [
-    "ComputeBackend",
-    "ProcessingJobExists",
-    "ProcessingRequest",
-    "ProcessingRequestRefused",
-    "ProcessingState",
-    "ProcessingStatus",
-    "get_backend",
-]
+__all__ = ["BACKENDS", "get_backend"]
+
+BACKENDS = ("local", "sagemaker")
 
 
 def get_backend(name: str, **config: Any) -> ComputeBackend:

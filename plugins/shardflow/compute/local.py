@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from shardflow.compute.base import ProcessingJobExists, ProcessingRequest, ProcessingState, ProcessingStatus
+from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
+from shardflow.errors import ProcessingJobExists
 
 __all__ = ["LocalBackend", "default_root", "default_script"]
 
@@ -80,12 +80,8 @@ class LocalBackend:
         # Build the job folder aside and rename it into place: a submit that dies half-way leaves
         # no half-made job behind to block the retry.
         staging = Path(tempfile.mkdtemp(prefix=f".{request.job_name}-", dir=self._ensure_root()))
-        (staging / "request.json").write_text(
-            json.dumps(
-                {**asdict(request), "script": str(self.script), "script_arguments": request.script_arguments()},
-                indent=2,
-            )
-        )
+        (staging / "request.json").write_text(json.dumps(request.to_json(), indent=2))
+        (staging / "script").write_text(str(self.script))
         write_status(staging, {"state": ProcessingState.IN_PROGRESS})
         try:
             os.rename(staging, job_dir)

@@ -22,10 +22,12 @@ from typing import Any
 
 import boto3
 
-from shardflow.compute.base import ProcessingState
 from shardflow.compute.local import write_status
-from shardflow.planning import assign_shards
-from shardflow.s3 import S3Uri
+from shardflow.contract import ENV_CONFIG_DIR, ENV_PROCESSING_JOB
+from shardflow.core.invocation import ScriptOptions
+from shardflow.core.planning import assign_shards
+from shardflow.core.ports import ProcessingRequest, ProcessingState
+from shardflow.core.s3uri import S3Uri
 
 log = logging.getLogger("shardflow.local_runner")
 
@@ -64,25 +66,20 @@ class Instance:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.root / "script.log"
 
-    def start(self, request: dict[str, Any], model_path: Path, workers: int) -> None:
-        command = [
-            sys.executable,
-            request["script"],
-            "--input-dir",
-            str(self.input_dir),
-            "--output-dir",
-            str(self.output_dir),
-            "--model-path",
-            str(model_path),
-            "--workers",
-            str(workers),
-            *request["script_arguments"],
-        ]
+    def start(self, request: ProcessingRequest, script: str, model_path: Path, workers: int) -> None:
+        options = ScriptOptions.for_job(
+            request.job,
+            input_dir=self.input_dir,
+            output_dir=self.output_dir,
+            model_path=model_path,
+            workers=workers,
+        )
+        command = [sys.executable, script, *options.to_argv()]
         env = {
             **os.environ,
-            **request["environment"],
-            "SHARDFLOW_CONFIG_DIR": str(self.config_dir),
-            "SHARDFLOW_PROCESSING_JOB": request["job_name"],
+            **request.environment(),
+            ENV_CONFIG_DIR: str(self.config_dir),
+            ENV_PROCESSING_JOB: request.job_name,
         }
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
@@ -139,21 +136,23 @@ def _terminate(instances: list[Instance]) -> None:
 
 
 def run(job_dir: Path) -> ProcessingState:
-    request = json.loads((job_dir / "request.json").read_text())
+    request = ProcessingRequest.from_json(json.loads((job_dir / "request.json").read_text()))
+    script = (job_dir / "script").read_text()
+    job = request.job
     started = time.monotonic()
-    deadline = started + request["max_runtime_seconds"]
+    deadline = started + job.compute.max_runtime_seconds
     instances: list[Instance] = []
     try:
         s3 = boto3.client("s3")
-        count = request["instance_count"]
+        count = request.instance_count
         hosts = [f"algo-{i + 1}" for i in range(count)]
-        shards = assign_shards(sorted(request["input_keys"]), count)
-        model_uri = S3Uri.parse(request["model_uri"])
-        model_file = job_dir / "model" / model_uri.key.rsplit("/", 1)[-1]
+        shards = assign_shards(sorted(request.input_keys), count)
+        model_uri = S3Uri.parse(job.model.uri)
+        model_file = job_dir / "model" / model_uri.name
         model_file.parent.mkdir(exist_ok=True)
         s3.download_file(model_uri.bucket, model_uri.key, str(model_file))
         workers = max(1, (os.cpu_count() or 1) // count)
-        input_prefix = S3Uri.parse(request["input_prefix"])
+        input_prefix = S3Uri.parse(job.input.prefix)
         for host, shard in zip(hosts, shards, strict=True):
             instance = Instance(job_dir, host, hosts)
             _download_inputs(s3, input_prefix, shard, instance.input_dir)
@@ -161,18 +160,18 @@ def run(job_dir: Path) -> ProcessingState:
             shutil.copyfile(model_file, model_copy)  # FullyReplicated: every instance has its own
             instances.append(instance)
         for instance in instances:
-            instance.start(request, instance.model_dir / model_file.name, workers)
+            instance.start(request, script, instance.model_dir / model_file.name, workers)
         if not _wait(instances, deadline):
             _terminate(instances)
-            reason = f"the job ran past MaxRuntimeInSeconds={request['max_runtime_seconds']} and was stopped"
+            reason = f"the job ran past MaxRuntimeInSeconds={job.compute.max_runtime_seconds} and was stopped"
             write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": reason})
             return ProcessingState.FAILED
         failures = [f for f in (i.failure() for i in instances) if f]
         if failures:
             write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": "\n".join(failures)})
             return ProcessingState.FAILED
-        uploaded = _upload_outputs(s3, [i.output_dir for i in instances], S3Uri.parse(request["output_prefix"]))
-        log.info("job %s: %d instances done, %d objects uploaded", request["job_name"], count, uploaded)
+        uploaded = _upload_outputs(s3, [i.output_dir for i in instances], S3Uri.parse(job.output.prefix))
+        log.info("job %s: %d instances done, %d objects uploaded", request.job_name, count, uploaded)
         write_status(job_dir, {"state": ProcessingState.COMPLETED, "seconds": time.monotonic() - started})
         return ProcessingState.COMPLETED
     except _StopRequested:

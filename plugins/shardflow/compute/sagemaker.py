@@ -15,9 +15,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shardflow.compute.base import ProcessingJobExists, ProcessingRequest, ProcessingState, ProcessingStatus
 from shardflow.compute.sagemaker_request import build_create_request, input_manifest, validate_request
-from shardflow.s3 import S3Uri
+from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
+from shardflow.core.s3uri import S3Uri
+from shardflow.errors import ProcessingJobExists
 
 __all__ = ["Backoff", "SageMakerBackend"]
 
@@ -73,14 +74,15 @@ def _is_not_found(error: ClientError) -> bool:
 class SageMakerBackend:
     """Runs each attempt as a SageMaker Processing job.
 
-    Clients come from the Airflow connection ``aws_conn_id`` (its credentials, region and
-    endpoint) when one is named, else from boto3's default chain with ``region_name`` and
+    Clients come from ``client_factory`` when one is given (the Airflow layer builds it from the
+    connection ``aws_conn_id``), else from boto3's default chain with ``region_name`` and
     ``endpoint_url``. :meth:`config` holds only those names, never credentials, so the triggerer
     rebuilds the backend from it and finds the credentials itself.
 
-    :param aws_conn_id: the Airflow connection to AWS; needs Airflow's Amazon provider.
+    :param aws_conn_id: the Airflow connection the client factory reads; kept for :meth:`config`.
     :param region_name: the region, when no connection is named (or to override the connection's).
     :param endpoint_url: an endpoint for SageMaker and S3, when no connection is named.
+    :param client_factory: builds the boto3 client of a service (``"sagemaker"``, ``"s3"``).
     :param sagemaker_client: a ready client (tests); built from the settings above otherwise.
     :param s3_client: likewise, for listing the input prefix and writing input manifests.
     :param backoff: how throttled calls are retried.
@@ -95,6 +97,7 @@ class SageMakerBackend:
         region_name: str | None = None,
         endpoint_url: str | None = None,
         *,
+        client_factory: Callable[[str], Any] | None = None,
         sagemaker_client: Any = None,
         s3_client: Any = None,
         backoff: Backoff | None = None,
@@ -103,6 +106,7 @@ class SageMakerBackend:
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.endpoint_url = endpoint_url
+        self.client_factory = client_factory
         if sagemaker_client is not None:
             self.sagemaker = sagemaker_client
         if s3_client is not None:
@@ -120,11 +124,8 @@ class SageMakerBackend:
         return self._client("s3")
 
     def _client(self, service: str) -> Any:
-        if self.aws_conn_id:
-            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-            hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type=service, region_name=self.region_name)
-            return hook.get_conn()
+        if self.client_factory is not None:
+            return self.client_factory(service)
         import boto3
 
         return boto3.client(service, region_name=self.region_name, endpoint_url=self.endpoint_url)
@@ -154,16 +155,16 @@ class SageMakerBackend:
             "created processing job %s: %d x %s over %d object(s) from %s",
             request.job_name,
             request.instance_count,
-            request.instance_type,
+            request.job.compute.instance_type,
             len(request.input_keys),
-            f"manifest {manifest}" if manifest else request.input_prefix,
+            f"manifest {manifest}" if manifest else request.job.input.prefix,
         )
 
     def _prefix_holds_exactly(self, request: ProcessingRequest) -> bool:
         """Whether the input prefix holds just the objects to process, so SageMaker can read the
         prefix itself; otherwise (a resubmission, or other objects beside the inputs) a manifest
         names exactly the objects of this attempt."""
-        prefix = S3Uri.parse(request.input_prefix)
+        prefix = S3Uri.parse(request.job.input.prefix)
         wanted = set(request.input_keys)
         listed = 0
         token: dict[str, str] = {}

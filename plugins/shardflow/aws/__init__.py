@@ -1,0 +1,1 @@
+"""AWS adapters: the S3 object store and the DynamoDB job table, on plain boto3 clients."""

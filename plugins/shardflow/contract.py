@@ -1,0 +1,77 @@
+"""The contract between the Airflow side, the compute backends and the processing container,
+each part defined once: formats and their file suffixes, the ``/opt/ml`` paths, the
+``SHARDFLOW_*`` variables the script reads, and SageMaker's limits."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "CONFIG_DIR",
+    "ENV_ATTEMPT",
+    "ENV_CONFIG_DIR",
+    "ENV_HEARTBEAT_SECONDS",
+    "ENV_JOB_ID",
+    "ENV_JOB_TABLE",
+    "ENV_MODEL_SHA256",
+    "ENV_PROCESSING_JOB",
+    "INPUT_DIR",
+    "INPUT_FORMATS",
+    "INPUT_SUFFIXES",
+    "MAX_ARGUMENT_CHARS",
+    "MAX_ENVIRONMENT_VARIABLES",
+    "MAX_INSTANCES",
+    "MAX_JOB_NAME",
+    "MAX_RUNTIME_SECONDS",
+    "MODEL_DIR",
+    "OUTPUT_DIR",
+    "OUTPUT_FORMATS",
+    "OUTPUT_SUFFIXES",
+    "RESERVED_ENVIRONMENT",
+    "InputFormat",
+    "OutputFormat",
+]
+
+InputFormat = Literal["parquet", "csv", "csv.gz", "jsonl", "jsonl.gz"]
+OutputFormat = Literal["parquet", "csv"]
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+
+#: File name endings accepted for each input format; anything else under the prefix is skipped.
+INPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "parquet": (".parquet", ".parq"),
+    "csv": (".csv",),
+    "csv.gz": (".csv.gz",),
+    "jsonl": (".jsonl", ".json"),
+    "jsonl.gz": (".jsonl.gz", ".json.gz"),
+}
+#: The ending of each output format; an output keeps its input's relative path and base name.
+OUTPUT_SUFFIXES: dict[str, str] = {"parquet": ".parquet", "csv": ".csv"}
+
+#: Where SageMaker puts the inputs and the model, and collects the outputs, inside the container.
+INPUT_DIR = "/opt/ml/processing/input/data"
+MODEL_DIR = "/opt/ml/processing/input/model"
+OUTPUT_DIR = "/opt/ml/processing/output"
+#: Where SageMaker writes ``resourceconfig.json`` and ``processingjobconfig.json``.
+CONFIG_DIR = "/opt/ml/config"
+
+#: The job record the script reports to; set by Shardflow for every attempt.
+ENV_JOB_ID = "SHARDFLOW_JOB_ID"
+ENV_JOB_TABLE = "SHARDFLOW_JOB_TABLE"
+ENV_ATTEMPT = "SHARDFLOW_ATTEMPT"
+#: Set by the local backend, which has no ``/opt/ml/config`` of SageMaker's making.
+ENV_PROCESSING_JOB = "SHARDFLOW_PROCESSING_JOB"
+ENV_CONFIG_DIR = "SHARDFLOW_CONFIG_DIR"
+#: Read by the script when given: its heartbeat period, and the model's sha256 for a run by hand.
+ENV_HEARTBEAT_SECONDS = "SHARDFLOW_HEARTBEAT_SECONDS"
+ENV_MODEL_SHA256 = "SHARDFLOW_MODEL_SHA256"
+#: Set by Shardflow for each job: a spec's ``compute.sagemaker.environment`` may not override them.
+RESERVED_ENVIRONMENT = frozenset({ENV_JOB_ID, ENV_JOB_TABLE, ENV_ATTEMPT, ENV_PROCESSING_JOB, ENV_CONFIG_DIR})
+
+#: SageMaker Processing's limits (CreateProcessingJob's API reference).
+MAX_JOB_NAME = 63
+MAX_INSTANCES = 100
+MAX_RUNTIME_SECONDS = 777_600
+MAX_ENVIRONMENT_VARIABLES = 100
+#: SageMaker passes each container argument and environment value only up to this length.
+MAX_ARGUMENT_CHARS = 256

@@ -1,0 +1,170 @@
+"""The one typed description of a job: :class:`JobSpec`.
+
+A pipeline spec (with a run's dates) and the trigger form both become a ``JobSpec`` through one
+function (:func:`shardflow.spec.jobs.job_for_run`); the job record stores it, the compute backends
+take it, and the processing script's command line is derived from it
+(:mod:`shardflow.core.invocation`). Its parts are shared with the pipeline spec, so a setting is
+checked by the same rule wherever it is written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from shardflow.contract import MAX_ARGUMENT_CHARS, MAX_INSTANCES, MAX_RUNTIME_SECONDS, InputFormat, OutputFormat
+from shardflow.core.s3uri import check_s3_uri
+from shardflow.core.sagemaker_settings import SageMakerSpec
+from shardflow.core.strict import Strict
+
+__all__ = [
+    "INSTANCE_TYPE",
+    "JOB_SPEC_VERSION",
+    "ComputeSpec",
+    "JobInput",
+    "JobOutput",
+    "JobSpec",
+    "ModelSpec",
+    "RetrySpec",
+]
+
+#: Bumped when a stored job description changes shape; a record of another version is refused.
+JOB_SPEC_VERSION: Literal[1] = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: SageMaker's instance type form, ``ml.<family>.<size>``.
+INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+
+
+class ModelSpec(Strict):
+    """The model artifact. Only an artifact whose sha256 matches is ever unpickled.
+
+    :param uri: ``s3://bucket/key`` of a joblib file.
+    :param sha256: the artifact's hex sha256 (``sha256sum model.joblib``).
+    """
+
+    uri: str
+    sha256: str
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return check_s3_uri(value, prefix=False)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SHA256.match(value):
+            raise ValueError("must be 64 hexadecimal characters: the output of `sha256sum MODEL`")
+        return value
+
+
+class ComputeSpec(Strict):
+    """Where the processing job runs.
+
+    :param backend: ``local`` (processes on this machine) or ``sagemaker``.
+    :param instance_type: a SageMaker instance type such as ``ml.m5.xlarge``.
+    :param instance_count: instances; each gets its ShardedByS3Key share of the input objects.
+    :param max_runtime_seconds: each attempt is stopped after this long (SageMaker allows 9 days).
+    :param sagemaker: the ``sagemaker`` backend's settings; required with that backend, ignored by
+        ``local``.
+    """
+
+    backend: Literal["local", "sagemaker"] = "local"
+    instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE.pattern)] = "ml.m5.xlarge"
+    instance_count: Annotated[int, Field(ge=1, le=MAX_INSTANCES)] = 1
+    max_runtime_seconds: Annotated[int, Field(ge=60, le=MAX_RUNTIME_SECONDS)] = 3600
+    sagemaker: Annotated[SageMakerSpec | None, Field(validate_default=True)] = None
+
+    @field_validator("sagemaker")
+    @classmethod
+    def _sagemaker(cls, value: SageMakerSpec | None, info: ValidationInfo) -> SageMakerSpec | None:
+        if value is None and info.data.get("backend") == "sagemaker":
+            raise ValueError(
+                "required when backend is sagemaker: give at least image_uri and role_arn "
+                "(see docs/sagemaker.md), or set SHARDFLOW_SAGEMAKER_IMAGE_URI and SHARDFLOW_SAGEMAKER_ROLE_ARN"
+            )
+        return value
+
+
+class RetrySpec(Strict):
+    """How often failed files are resubmitted, and how long to wait between attempts."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    backoff_seconds: Annotated[int, Field(ge=0, le=3600)] = 30
+
+
+class JobInput(Strict):
+    """Where a job's rows come from: every object of the format under ``prefix``."""
+
+    prefix: str
+    format: InputFormat = "parquet"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_s3_uri(value, prefix=True)
+
+
+class JobOutput(Strict):
+    """Where predictions go: one output object per input object, under the same relative key."""
+
+    prefix: str
+    format: OutputFormat = "parquet"
+    probability: Literal["one", "per_class"] = Field(
+        default="one",
+        description="classifiers: 'one' probability column (the positive class, or the predicted one), "
+        "or 'per_class': a probability_<class> column for every class",
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_s3_uri(value, prefix=True)
+
+
+def check_column_list(value: tuple[str, ...] | None, field: str, backend: str | None) -> None:
+    """SageMaker passes each container argument only up to 256 characters; a column list is one."""
+    joined = len(",".join(value or ()))
+    if backend == "sagemaker" and joined > MAX_ARGUMENT_CHARS:
+        raise ValueError(
+            f"the column names add up to {joined} characters, and SageMaker passes each container "
+            f"argument only up to {MAX_ARGUMENT_CHARS}: leave {field} out "
+            "(features default to the model's feature_names_in_, passthrough to every input column)"
+        )
+
+
+class JobSpec(Strict):
+    """One job, as it runs: every template rendered, every setting checked.
+
+    :param version: the shape of this description (:data:`JOB_SPEC_VERSION`).
+    :param pipeline: the pipeline's name (``adhoc`` for the trigger form).
+    :param dag_id: the Airflow DAG that owns the job.
+    :param run_id: the DAG run; one run is one job.
+    :param features: the model's input columns, when the model does not record them.
+    :param passthrough: the input columns copied to the output (default: all of them).
+    :param heartbeat_timeout_seconds: a running attempt silent this long is stopped (a pipeline
+        spec asks for 30 s at least; tests of a lost heartbeat use less).
+    """
+
+    version: Literal[1] = JOB_SPEC_VERSION
+    pipeline: str
+    dag_id: str
+    run_id: str
+    model: ModelSpec
+    input: JobInput
+    output: JobOutput
+    compute: ComputeSpec = ComputeSpec()
+    features: tuple[str, ...] | None = None
+    passthrough: tuple[str, ...] | None = None
+    retries: RetrySpec = RetrySpec()
+    heartbeat_timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 600
+
+    @field_validator("features", "passthrough")
+    @classmethod
+    def _fits_a_container_argument(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        compute = info.data.get("compute")
+        check_column_list(value, str(info.field_name), compute.backend if compute is not None else None)
+        return value

@@ -1,0 +1,235 @@
+"""The life of one job after prepare: submit (or reconnect), settle, and decide what comes next.
+
+Plain functions over the ports of :mod:`shardflow.core.ports`; the Airflow operators and the
+sensor are thin wrappers around them, and ``shardflow run`` calls them without Airflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shardflow.core.planning import processing_job_name
+from shardflow.core.ports import ComputeBackend, JobStorePort, ObjectStore, ProcessingRequest, ProcessingState
+from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus, parse_time
+from shardflow.core.s3uri import S3Uri
+from shardflow.errors import JobFailed, ProcessingJobExists, ProcessingRequestRefused
+
+__all__ = [
+    "Progress",
+    "advance_job",
+    "failure_message",
+    "retry_at",
+    "settle_job",
+    "submit_job",
+    "summarize",
+    "wait_timeout_seconds",
+]
+
+
+def _request(record: JobRecord, name: str, files: Sequence[FileRecord], table: str) -> ProcessingRequest:
+    prefix = S3Uri.parse(record.input_prefix)
+    return ProcessingRequest.for_attempt(
+        record.job,
+        job_id=record.job_id,
+        job_table=table,
+        attempt=record.attempt,
+        job_name=name,
+        input_keys=tuple(prefix.key + f.key for f in files),
+    )
+
+
+def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> JobRecord:
+    """Start the job's next attempt, or reconnect to the one already running.
+
+    The processing job's name is stored in the record before the job is started, so a retried
+    task finds it and never pays twice; a new attempt covers only the files that did not succeed.
+    """
+    record = store.get_job(job_id)
+    if record.status is JobStatus.SUCCEEDED:
+        return record
+    if record.status in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+        name = record.current_processing_job
+        assert name is not None
+        if backend.describe(name) is None:  # recorded, but the task died before starting it
+            files = [f for f in store.list_files(job_id) if f.status is not FileStatus.SUCCEEDED]
+            _start(store, backend, record, _request(record, name, files, store.table))
+        return record
+    if record.status is JobStatus.CANCELLED:
+        raise JobFailed(f"job {job_id} was cancelled")
+    if record.status is JobStatus.FAILED and record.attempt >= record.max_attempts:
+        raise JobFailed(f"job {job_id} failed after {record.attempt} attempt(s): {record.error}")
+    files = [f for f in store.list_files(job_id) if f.status is not FileStatus.SUCCEEDED]
+    attempt = record.attempt + 1
+    name = processing_job_name(job_id, attempt)
+    record = store.transition(
+        record,
+        JobStatus.SUBMITTED,
+        attempt=attempt,
+        processing_jobs=[*record.processing_jobs, name],
+        attempt_files=len(files),
+        progress_files=0,
+        progress_rows=0,
+        heartbeat_at=None,
+        error=None,
+    )
+    _start(store, backend, record, _request(record, name, files, store.table))
+    return record
+
+
+def _start(store: JobStorePort, backend: ComputeBackend, record: JobRecord, request: ProcessingRequest) -> None:
+    """Start the recorded attempt. A name that exists already is this attempt, started by an
+    earlier try (reconnect, never pay twice); a refused request fails the job for good."""
+    try:
+        backend.submit(request)
+    except ProcessingJobExists:
+        return
+    except ProcessingRequestRefused as error:
+        store.transition(
+            record, JobStatus.FAILED, error=f"the {backend.name} backend refused {request.job_name}: {error}"
+        )
+        raise JobFailed(
+            f"job {record.job_id}: the {backend.name} backend refused processing job {request.job_name}:\n{error}\n"
+            "Fix the pipeline spec and trigger a new run."
+        ) from None
+
+
+def wait_timeout_seconds(max_attempts: int, max_runtime_seconds: int, backoff_seconds: int) -> int:
+    """How long to wait for a job: until every attempt could have used its whole runtime and
+    backoff, with ten minutes to spare."""
+    return max_attempts * (max_runtime_seconds + backoff_seconds) + 600
+
+
+def retry_at(record: JobRecord) -> datetime:
+    """When a failed attempt may be resubmitted: exponential backoff from its end, at most an hour."""
+    delay = min(record.job.retries.backoff_seconds * 2 ** max(record.attempt - 1, 0), 3600)
+    return parse_time(record.finished_at or record.updated_at) + timedelta(seconds=delay)
+
+
+def _unuploaded(files: list[FileRecord], objects: ObjectStore, output_prefix: str) -> list[FileRecord]:
+    """Files marked SUCCEEDED whose output is not in S3: an attempt that did not complete never
+    uploaded them (outputs are uploaded at the end of a job), so they must be done again."""
+    output = S3Uri.parse(output_prefix)
+    present = {o.key[len(output.key) :] for o in objects.list(output)}
+    return [f for f in files if f.status is FileStatus.SUCCEEDED and f.output_key not in present]
+
+
+def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, objects: ObjectStore) -> JobRecord:
+    """Bring the record in line with the backend once the processing job has ended, or stop a
+    job whose script has gone silent for longer than the heartbeat timeout.
+
+    The record says what each file did; the backend says whether the job as a whole ended and
+    why; S3 says which outputs really arrived. A job is SUCCEEDED only when the backend
+    completed and every file's output is there.
+    """
+    record = store.get_job(job_id)
+    if record.status not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+        return record
+    name = record.current_processing_job
+    status = backend.describe(name) if name else None
+    reasons: list[str] = []
+    if status is not None and not status.state.is_final:
+        if not record.is_silent():
+            return record
+        assert name is not None
+        backend.stop(name)
+        reasons.append(
+            f"processing job {name} sent no heartbeat since {record.heartbeat_at} "
+            f"(heartbeat_timeout_seconds={record.job.heartbeat_timeout_seconds}); it was stopped"
+        )
+    elif status is None:
+        reasons.append(f"processing job {name} is unknown to the {backend.name} backend")
+    elif status.state is not ProcessingState.COMPLETED:
+        reasons.append(f"processing job {name} {status.state}: {status.failure_reason or 'no reason given'}")
+
+    files = store.list_files(job_id)
+    lost = _unuploaded(files, objects, record.output_prefix)
+    if lost:
+        how = "ended without completing" if reasons else "completed but its outputs are missing"
+        redo = [
+            replace(f, status=FileStatus.PENDING, error=f"output {f.output_key} never reached S3 ({name} {how})")
+            for f in lost
+        ]
+        store.record_file_results(job_id, redo)
+        by_key = {f.key: f for f in redo}
+        files = [by_key.get(f.key, f) for f in files]
+    failed = [f for f in files if f.status is FileStatus.FAILED]
+    pending = [f for f in files if f.status is FileStatus.PENDING]
+    counts = {
+        "files_succeeded": sum(1 for f in files if f.status is FileStatus.SUCCEEDED),
+        "files_failed": len(failed),
+        "rows": sum(f.rows for f in files if f.status is FileStatus.SUCCEEDED),
+    }
+    if not reasons and not failed and not pending:
+        if record.status is JobStatus.SUBMITTED:
+            record = store.transition(record, JobStatus.RUNNING)
+        return store.transition(record, JobStatus.SUCCEEDED, **counts)
+    reasons += [f"{f.key}: {f.error}" for f in failed]
+    if pending:
+        reasons.append(
+            f"{len(pending)} file(s) have no result, e.g. {pending[0].key}: {pending[0].error or 'never reported'}"
+        )
+    return store.transition(record, JobStatus.FAILED, error="\n".join(reasons)[:4000], **counts)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job stands after :func:`advance_job`.
+
+    :param record: the job as it is now.
+    :param summary: set when the job succeeded: what :func:`summarize` says of it.
+    :param retry_at: set when an attempt failed and the next may start only at this time.
+    """
+
+    record: JobRecord
+    summary: dict[str, Any] | None = None
+    retry_at: datetime | None = None
+
+
+def advance_job(job_id: str, store: JobStorePort, backend: ComputeBackend, objects: ObjectStore) -> Progress:
+    """The one place where a job's fate is decided, for the sensor and for ``shardflow run``.
+
+    Settles the record; a succeeded job gets its summary; a failed attempt with attempts left is
+    resubmitted (only what did not succeed) once its backoff has passed.
+
+    :raises JobFailed: attempts are exhausted, or the job was cancelled.
+    """
+    record = settle_job(job_id, store, backend, objects)
+    if record.status is JobStatus.SUCCEEDED:
+        return Progress(record, summary=summarize(record))
+    if record.status is JobStatus.FAILED and record.attempt < record.max_attempts:
+        when = retry_at(record)
+        if when > datetime.now(UTC):
+            return Progress(record, retry_at=when)
+        return Progress(submit_job(job_id, store, backend))
+    if record.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise JobFailed(failure_message(record))
+    return Progress(record)
+
+
+def failure_message(record: JobRecord) -> str:
+    """What a user reads when a job has failed for good: what failed, what is kept, what to do."""
+    return (
+        f"job {record.job_id} {record.status} after {record.attempt} of {record.max_attempts} attempt(s); "
+        f"{record.files_failed} of {record.files_total} file(s) failed. What went wrong:\n{record.error}\n"
+        f"The outputs of the {record.files_succeeded} file(s) that succeeded are kept under {record.output_prefix}; "
+        "fix the inputs named above and clear the task to resubmit only what failed."
+    )
+
+
+def summarize(record: JobRecord) -> dict[str, Any]:
+    seconds = record.duration_seconds()
+    return {
+        "job_id": record.job_id,
+        "status": str(record.status),
+        "attempts": record.attempt,
+        "files": record.files_total,
+        "files_succeeded": record.files_succeeded,
+        "files_failed": record.files_failed,
+        "rows": record.rows,
+        "seconds": round(seconds, 1) if seconds is not None else None,
+        "rows_per_second": round(record.rows / seconds) if seconds else None,
+        "output_prefix": record.output_prefix,
+    }

@@ -1,0 +1,154 @@
+"""The job record: what a job is (its :class:`~shardflow.core.job.JobSpec`), where it stands, and
+what each of its input files became; with the legal status changes in one table."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shardflow.core.job import JobSpec
+from shardflow.errors import IllegalTransition
+
+__all__ = [
+    "TRANSITIONS",
+    "FileRecord",
+    "FileStatus",
+    "JobRecord",
+    "JobStatus",
+    "check_transition",
+    "parse_time",
+    "utcnow",
+]
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_active(self) -> bool:
+        """An attempt is submitted or running: its processing job may be using instances."""
+        return self in (JobStatus.SUBMITTED, JobStatus.RUNNING)
+
+
+class FileStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+#: The legal status changes, in one place. FAILED -> SUBMITTED is a resubmission of the
+#: files that did not succeed; SUBMITTED -> FAILED covers a job that died before its script ran.
+TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.SUBMITTED, JobStatus.CANCELLED}),
+    JobStatus.SUBMITTED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.FAILED: frozenset({JobStatus.SUBMITTED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+#: Timestamps are ISO-8601 UTC strings: readable in the console and sortable in an index.
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def check_transition(job_id: str, current: JobStatus, to: JobStatus) -> None:
+    """:raises IllegalTransition: ``current -> to`` is not in :data:`TRANSITIONS`."""
+    if to not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (it is final)"
+        raise IllegalTransition(f"job {job_id}: {current} -> {to} is not allowed; from {current}: {allowed}")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One batch-inference job: what to run (``job``), where it stands, and what it has done."""
+
+    job_id: str
+    job: JobSpec
+    status: JobStatus = JobStatus.PENDING
+    attempt: int = 0
+    processing_jobs: list[str] = field(default_factory=list)
+    attempt_files: int = 0
+    progress_files: int = 0
+    progress_rows: int = 0
+    files_total: int = 0
+    files_succeeded: int = 0
+    files_failed: int = 0
+    rows: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+    heartbeat_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    version: int = 0
+
+    # What readers of a record ask most, named as in the job table's indexes and the status table.
+    @property
+    def pipeline(self) -> str:
+        return self.job.pipeline
+
+    @property
+    def input_prefix(self) -> str:
+        return self.job.input.prefix
+
+    @property
+    def output_prefix(self) -> str:
+        return self.job.output.prefix
+
+    @property
+    def backend(self) -> str:
+        return self.job.compute.backend
+
+    @property
+    def max_attempts(self) -> int:
+        return self.job.retries.max_attempts
+
+    @property
+    def current_processing_job(self) -> str | None:
+        return self.processing_jobs[-1] if self.processing_jobs else None
+
+    def is_silent(self, now: datetime | None = None) -> bool:
+        """Whether the current attempt's script stopped beating for longer than the timeout.
+
+        Only an attempt that has beaten once can fall silent: before that, it is starting (a
+        SageMaker instance takes minutes), and the backend's state and max runtime govern.
+        """
+        if not self.heartbeat_at:
+            return False
+        silence = ((now or datetime.now(UTC)) - parse_time(self.heartbeat_at)).total_seconds()
+        return silence > self.job.heartbeat_timeout_seconds
+
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = parse_time(self.finished_at) if self.finished_at else datetime.now(UTC)
+        return (end - parse_time(self.started_at)).total_seconds()
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One input object of a job (``key`` relative to the input prefix) and what became of it."""
+
+    key: str
+    size: int
+    status: FileStatus = FileStatus.PENDING
+    rows: int = 0
+    output_key: str | None = None
+    error: str | None = None
+    processing_job: str | None = None
+    seconds: float | None = None

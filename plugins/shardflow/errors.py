@@ -1,0 +1,81 @@
+"""Every error Shardflow raises derives from :class:`ShardflowError`, so a caller catches one name.
+
+Each message says what failed, which input, and what to do. :class:`DeterministicError` marks
+the ones no retry can fix (a spec, an input or a model the user must change): an Airflow task
+fails at once on them instead of spending its retries.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DeterministicError",
+    "IllegalTransition",
+    "InvalidProcessingRequest",
+    "JobConflict",
+    "JobFailed",
+    "JobNotFound",
+    "ModelRefused",
+    "PrepareError",
+    "ProcessingJobExists",
+    "ProcessingRequestRefused",
+    "PublishError",
+    "ShardflowError",
+    "SpecError",
+]
+
+
+class ShardflowError(Exception):
+    """The root of Shardflow's errors."""
+
+
+class DeterministicError(ShardflowError):
+    """The same input fails the same way every time: fix it, do not retry."""
+
+
+class SpecError(DeterministicError, ValueError):
+    """A pipeline spec or trigger form that cannot be used; the message names the source and every bad field."""
+
+
+class ConfigurationError(DeterministicError, ValueError):
+    """A deployment setting (an environment variable) that cannot be used; the message names it."""
+
+
+class PrepareError(DeterministicError, ValueError):
+    """The job cannot start: no inputs, a model that does not match, inputs that lack features."""
+
+
+class ModelRefused(PrepareError):
+    """A model artifact whose sha256 is not the one the job names; it was not loaded."""
+
+
+class JobFailed(ShardflowError, RuntimeError):
+    """The job ended without every file predicted; the message lists what failed and why."""
+
+
+class PublishError(DeterministicError, RuntimeError):
+    """The outputs do not add up to one output per input; nothing was marked complete."""
+
+
+class JobNotFound(ShardflowError, LookupError):
+    """No job record of that id in the job table."""
+
+
+class IllegalTransition(ShardflowError, ValueError):
+    """A status change the job record's state machine does not allow."""
+
+
+class JobConflict(ShardflowError, RuntimeError):
+    """Another writer changed the job since it was read; re-read it and decide again."""
+
+
+class ProcessingRequestRefused(DeterministicError, ValueError):
+    """The backend will not run this request as it stands (a bad setting): retrying cannot help."""
+
+
+class InvalidProcessingRequest(ProcessingRequestRefused):
+    """A request SageMaker would refuse, or run wrongly; the message names every bad field."""
+
+
+class ProcessingJobExists(ShardflowError, RuntimeError):
+    """A job of that name was submitted already; describe it instead of submitting again."""

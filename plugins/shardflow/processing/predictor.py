@@ -1,0 +1,151 @@
+"""What the processing script does to one record batch: pick the features into a matrix, run the
+model, and append ``prediction`` (and the probabilities) to the columns that pass through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["Predictor", "limit_library_threads"]
+
+# Types whose ``predict`` is, by their own code, the class of the highest ``predict_proba``
+# (binary: positive class above 0.5), so one pass gives both. Other classifiers (linear models
+# decide on the decision function, which rounding in the probability can disagree with) run both.
+_PROBA_DECIDES = (
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRFClassifier",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+)
+
+
+def _qualified_name(model: Any) -> str:
+    kind = type(model)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def limit_library_threads(model: Any) -> None:
+    """One library thread per worker: the pool already puts a worker on every core."""
+    if hasattr(model, "get_params") and "n_jobs" in model.get_params():
+        model.set_params(n_jobs=1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # only BLAS-backed models need it, and scikit-learn brings it
+        pass
+
+
+class Predictor:
+    """Turns a record batch into the output batch: passthrough columns, ``prediction``, and for
+    classifiers ``probability`` (binary: of the positive class; multiclass: of the predicted class)
+    or, with ``per_class``, one ``probability_<class>`` column per class.
+
+    :param model: the loaded model (scikit-learn API).
+    :param features: feature columns, used when the model does not record ``feature_names_in_``.
+    :param passthrough: input columns copied to the output; ``None`` copies every input column.
+    :param per_class: one probability column per class instead of a single ``probability``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        features: Sequence[str] | None,
+        passthrough: Sequence[str] | None,
+        per_class: bool = False,
+    ) -> None:
+        self.model = model
+        names = getattr(model, "feature_names_in_", None)
+        chosen = [str(n) for n in names] if names is not None else list(features or ())
+        if not chosen:
+            raise ValueError(
+                "the model does not record its feature names (it was trained on a bare array): "
+                "list them in the spec's `features` (or --features a,b,c)"
+            )
+        self.features: list[str] = chosen
+        self.passthrough = list(passthrough) if passthrough is not None else None
+        self.per_class = per_class
+        self.classes: np.ndarray | None = (
+            np.asarray(model.classes_) if hasattr(model, "predict_proba") and hasattr(model, "classes_") else None
+        )
+        if self.classes is None:
+            self.rule = "predict"
+        elif _qualified_name(model) in _PROBA_DECIDES:
+            self.rule = "proba"
+        else:
+            self.rule = "both"
+
+    def check_columns(self, schema: pa.Schema, source: str) -> np.dtype:
+        """Fail on a missing or non-numeric column; return the dtype of the feature matrix, the one
+        the model would get from the same columns (float32 stays float32, integers become float64)."""
+        missing = [c for c in self.features if c not in schema.names]
+        missing += [c for c in self.passthrough or () if c not in schema.names and c not in missing]
+        if missing:
+            raise ValueError(f"{source}: missing column(s) {', '.join(missing)}; it has {', '.join(schema.names)}")
+        dtypes = []
+        for name in self.features:
+            kind = schema.field(name).type
+            if pa.types.is_null(kind):  # no value in the block a text reader typed it from
+                dtypes.append(np.dtype(np.float64))
+            elif pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+                dtypes.append(np.dtype(kind.to_pandas_dtype()))
+            else:
+                raise ValueError(f"{source}: feature column {name} is {kind}, not a number; fix the input or the spec")
+        common = np.result_type(*dtypes)
+        return np.dtype(common) if np.issubdtype(common, np.floating) else np.dtype(np.float64)
+
+    def fill(self, batch: pa.RecordBatch, matrix: np.ndarray) -> None:
+        """Copy the feature columns into ``matrix`` (column-major, so each copy is contiguous)."""
+        for j, name in enumerate(self.features):
+            column = batch.column(name)
+            if pa.types.is_null(column.type):
+                column = column.cast(pa.float64())
+            matrix[:, j] = column.to_numpy(zero_copy_only=False)
+
+    def infer(self, matrix: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The model's raw outputs for one matrix: probabilities, predictions, or both."""
+        if self.rule == "predict":
+            return (np.asarray(self.model.predict(matrix)),)
+        proba = np.asarray(self.model.predict_proba(matrix))
+        if self.rule == "proba":
+            return (proba,)
+        return (proba, np.asarray(self.model.predict(matrix)))
+
+    def assemble(self, batch: pa.RecordBatch, outputs: tuple[np.ndarray, ...]) -> pa.RecordBatch:
+        names = self.passthrough if self.passthrough is not None else batch.schema.names
+        columns = {name: batch.column(name) for name in names}
+        if self.classes is None:
+            columns["prediction"] = pa.array(outputs[0])
+            return pa.RecordBatch.from_pydict(columns)
+        proba = outputs[0]
+        if self.rule == "both":
+            prediction = outputs[1]
+        elif proba.shape[1] == 2:  # the classifiers' own rule: the positive class above 0.5
+            prediction = self.classes[(proba[:, 1] > 0.5).astype(np.intp)]
+        else:
+            prediction = self.classes[proba.argmax(axis=1)]
+        columns["prediction"] = pa.array(prediction)
+        if self.per_class:
+            for index, label in enumerate(self.classes):
+                columns[f"probability_{label}"] = pa.array(proba[:, index])
+        else:
+            columns["probability"] = pa.array(proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1))
+        return pa.RecordBatch.from_pydict(columns)
+
+    def empty_output(self, schema: pa.Schema) -> pa.Schema:
+        """The output schema of an input without rows (the model is not run on nothing)."""
+        names = self.passthrough if self.passthrough is not None else schema.names
+        fields = [schema.field(name) if name in schema.names else pa.field(name, pa.null()) for name in names]
+        if self.classes is None:
+            return pa.schema([*fields, pa.field("prediction", pa.float64())])
+        fields.append(pa.field("prediction", pa.array(self.classes).type))
+        if self.per_class:
+            fields += [pa.field(f"probability_{label}", pa.float64()) for label in self.classes]
+        else:
+            fields.append(pa.field("probability", pa.float64()))
+        return pa.schema(fields)

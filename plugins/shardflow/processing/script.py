@@ -1,0 +1,205 @@
+"""The processing script: predict every input file of this instance's shard.
+
+Run as ``python processing_scripts/batch_predict.py`` (the container's entry point) with the
+options of :class:`shardflow.core.invocation.ScriptOptions`:
+
+    batch_predict.py --input-dir DIR --output-dir DIR --model-path FILE --model-sha256 HEX [--workers N]
+
+The model is checked against its sha256 before it is unpickled, loaded once in this process, and
+shared with forked workers (one per core, one library thread each). Each worker streams a file in
+record batches and writes its one output in order; when workers run out of files, they predict
+batches of the files still in progress, so a single big file keeps every core busy. Every input
+gets one output under the same relative path, written under a temporary name and renamed when
+complete; a manifest of what was written is written last. When the job's environment names a job
+record (SHARDFLOW_JOB_ID, SHARDFLOW_JOB_TABLE), per-file results and a heartbeat go to it.
+Imports nothing from Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Arrow's allocator hands freed memory back to the kernel after 10 ms, so every record batch
+# faulted its buffers in again and the kernel zeroed them: a tenth of the workers' CPU time, as
+# profiled on the benchmark. Keep it (the peak is a few batches); set before Arrow is loaded.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
+
+import gc
+import json
+import logging
+import multiprocessing
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from shardflow.contract import CONFIG_DIR, ENV_CONFIG_DIR, ENV_PROCESSING_JOB
+from shardflow.core.invocation import ScriptOptions
+from shardflow.errors import ModelRefused
+from shardflow.processing.messages import FileOutcome, FileTask
+from shardflow.processing.pool import WorkerPool
+from shardflow.processing.predictor import Predictor, limit_library_threads
+from shardflow.processing.reporting import JobReporter, NullReporter, StoreFactory
+from shardflow.processing.tabular import find_inputs, sha256_of
+from shardflow.processing.worker import SlotArena, WorkerSettings
+
+__all__ = ["ModelRefused", "current_host", "load_model", "main", "processing_job_name", "write_manifest"]
+
+log = logging.getLogger("batch_predict")
+
+# One feature matrix at most this big: wide inputs get batches of fewer rows.
+_SLOT_BYTES = 64 << 20
+
+
+def load_model(path: Path, expected_sha256: str | None) -> Any:
+    """Unpickling runs code: refuse any artifact whose sha256 is not the one the spec names."""
+    if not expected_sha256:
+        raise ModelRefused(
+            f"no sha256 given for {path}: pass --model-sha256 (or SHARDFLOW_MODEL_SHA256) "
+            "with the value from the pipeline spec"
+        )
+    actual = sha256_of(path)
+    if actual != expected_sha256.lower():
+        raise ModelRefused(
+            f"model {path} has sha256 {actual} but the spec expects {expected_sha256}: "
+            "the artifact was replaced or the spec is stale; it was not loaded"
+        )
+    return joblib.load(path)
+
+
+def _log_outcome(outcome: FileOutcome) -> None:
+    if outcome.error:
+        log.error("%s failed: %s", outcome.relative, outcome.error)
+    else:
+        log.info(
+            "%s: %d rows in %.2f s (%d of %d batches predicted by other workers)",
+            outcome.relative,
+            outcome.rows,
+            outcome.seconds,
+            outcome.helped,
+            outcome.batches,
+        )
+
+
+def write_manifest(output_dir: Path, outcomes: list[FileOutcome], job_name: str, host: str) -> Path:
+    manifest = {
+        "processing_job": job_name,
+        "host": host,
+        "files": [
+            {"input": o.relative, "output": o.output, "rows": o.rows, "sha256": o.sha256}
+            for o in outcomes
+            if not o.error
+        ],
+        "failed": [{"input": o.relative, "error": o.error} for o in outcomes if o.error],
+    }
+    path = output_dir / "_manifests" / f"{job_name}-{host}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def current_host() -> str:
+    config = Path(os.environ.get(ENV_CONFIG_DIR, CONFIG_DIR)) / "resourceconfig.json"
+    try:
+        return str(json.loads(config.read_text())["current_host"])
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return "algo-1"
+
+
+def processing_job_name() -> str:
+    """SHARDFLOW_PROCESSING_JOB where set (the local backend), else the name SageMaker wrote to
+    /opt/ml/config/processingjobconfig.json."""
+    configured = os.environ.get(ENV_PROCESSING_JOB)
+    if configured:
+        return configured
+    config = Path(os.environ.get(ENV_CONFIG_DIR, CONFIG_DIR)) / "processingjobconfig.json"
+    try:
+        return str(json.loads(config.read_text())["ProcessingJobName"])
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return "local"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MB"
+
+
+def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) -> int:
+    """Run the script; returns its exit code.
+
+    :param open_store: opens the job table by name, when the environment names a job record to
+        report to (the entry point passes the DynamoDB one; this package imports no AWS client).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = ScriptOptions.parse(argv, __doc__)
+    assert args.workers is not None  # parse() fills it in
+    job_name = processing_job_name()
+    host = current_host()
+    loading = time.perf_counter()
+    # Unpickling imports scikit-learn, SciPy and pandas: hundreds of thousands of objects that
+    # live as long as the process. Collecting while they are made only wastes a tenth of a second.
+    gc.disable()
+    try:
+        model = load_model(args.model_path, args.model_sha256)
+        limit_library_threads(model)
+        predictor = Predictor(model, args.features, args.passthrough, args.probability_per_class)
+    except (ModelRefused, ValueError, OSError) as error:
+        gc.enable()
+        log.error("%s", error)
+        return 2
+    log.info("model loaded in %.2f s", time.perf_counter() - loading)
+    tasks = [
+        FileTask(str(p), p.relative_to(args.input_dir).as_posix(), p.stat().st_size)
+        for p in find_inputs(args.input_dir, args.input_format)
+    ]
+    log.info("%s: %d %s files, %d workers", host, len(tasks), args.input_format, args.workers)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    columns = len(predictor.features)
+    rows = max(1, min(args.batch_rows, _SLOT_BYTES // (8 * columns)))
+    settings = WorkerSettings(
+        predictor=predictor,
+        arena=SlotArena(args.workers, rows * columns * 8),
+        sharing=multiprocessing.RawValue("i", 0),
+        output_dir=args.output_dir,
+        input_format=args.input_format,
+        output_format=args.output_format,
+        batch_rows=rows,
+    )
+    reporter = (JobReporter.from_environment(job_name, open_store) if open_store else None) or NullReporter()
+
+    def done(outcome: FileOutcome) -> None:
+        reporter.file_done(outcome)
+        _log_outcome(outcome)
+
+    gc.freeze()  # the model's objects stay shared with the workers: the collector won't touch them
+    gc.enable()
+    pool = WorkerPool(settings, args.workers, done)  # fork before the reporter's thread starts
+    reporter.start()
+    try:
+        outcomes = pool.run(tasks)
+    finally:
+        reporter.close()
+    manifest = write_manifest(args.output_dir, outcomes, job_name, host)
+    failed = sum(1 for o in outcomes if o.error)
+    log.info(
+        "%s: %d files (%d failed), %d rows in %.3f s; manifest %s",
+        host,
+        len(outcomes),
+        failed,
+        sum(o.rows for o in outcomes),
+        time.perf_counter() - started,
+        manifest.name,
+    )
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    log.info(
+        "peak RSS: parent %s, workers %s; CPU over the files: %.3f s (parent %.3f s, workers %.3f s)",
+        _megabytes(parent),
+        ", ".join(_megabytes(p) for p in sorted(pool.peaks)),
+        time.process_time() - cpu_started + pool.cpu_seconds,
+        time.process_time() - cpu_started,
+        pool.cpu_seconds,
+    )
+    return 0

@@ -1,0 +1,101 @@
+"""The local backend against a real moto server: SageMaker's contract, as processes."""
+
+import hashlib
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from support.records import sample_job_spec, sample_request
+
+from shardflow.compute import get_backend
+from shardflow.core.ports import ProcessingRequest, ProcessingState
+from shardflow.core.record import FileRecord, JobRecord, JobStatus
+from shardflow.errors import ProcessingJobExists
+from shardflow.local.demo_data import demo_dataset, train_demo_model, upload_dataset
+
+
+def wait_final(backend, name, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = backend.describe(name)
+        if status.state.is_final:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still {status.state} after {timeout} s")
+
+
+@pytest.fixture
+def request_for(s3, bucket, store):
+    model = train_demo_model()
+    s3.put_object(Bucket=bucket, Key="models/m.joblib", Body=model)
+    tables = demo_dataset((1_000, 2_000, 300, 1_500, 800))
+    keys = upload_dataset(s3, f"s3://{bucket}/in/", tables)
+
+    def build(name: str, instances: int = 2, sha: str = hashlib.sha256(model).hexdigest()) -> ProcessingRequest:
+        job = sample_job_spec(
+            "local-1",
+            bucket,
+            model_uri=f"s3://{bucket}/models/m.joblib",
+            model_sha256=sha,
+            input_prefix=f"s3://{bucket}/in/",
+            output_prefix=f"s3://{bucket}/out/{name}/",
+            instance_count=instances,
+            max_runtime_seconds=300,
+        )
+        # The job record the script reports to, as the lifecycle leaves it before it submits.
+        record = store.create_job(JobRecord(job_id=name, job=job), [FileRecord(key=k, size=1) for k in tables])
+        if record.status is JobStatus.PENDING:
+            store.transition(record, JobStatus.SUBMITTED, attempt=1, processing_jobs=[name])
+        return sample_request(job, name, tuple(keys), job_id=name, job_table=store.table)
+
+    build.tables = tables
+    return build
+
+
+def test_each_instance_gets_its_shard_and_the_outputs_are_uploaded(tmp_path, s3, bucket, request_for):
+    backend = get_backend("local", root=str(tmp_path))
+    backend.submit(request_for("job-a1", instances=2))
+    assert wait_final(backend, "job-a1").state is ProcessingState.COMPLETED
+    shards = {
+        host: sorted(
+            p.relative_to(tmp_path / "job-a1" / host / "opt/ml/processing/input/data").as_posix()
+            for p in (tmp_path / "job-a1" / host / "opt/ml/processing/input/data").rglob("*.parquet")
+        )
+        for host in ("algo-1", "algo-2")
+    }
+    assert sorted(shards["algo-1"] + shards["algo-2"]) == sorted(request_for.tables)
+    assert abs(len(shards["algo-1"]) - len(shards["algo-2"])) <= 1
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/job-a1/")["Contents"]}
+    assert {f"out/job-a1/{k}" for k in request_for.tables} <= listed
+    assert {"out/job-a1/_manifests/job-a1-algo-1.json", "out/job-a1/_manifests/job-a1-algo-2.json"} <= listed
+    body = s3.get_object(Bucket=bucket, Key="out/job-a1/late/part-0001.parquet")["Body"].read()
+    assert pq.read_table(pa.BufferReader(body)).num_rows == 2_000
+
+
+def test_a_name_is_used_once(tmp_path, request_for):
+    backend = get_backend("local", root=str(tmp_path))
+    backend.submit(request_for("job-b1", instances=1))
+    with pytest.raises(ProcessingJobExists):
+        backend.submit(request_for("job-b1", instances=1))
+    wait_final(backend, "job-b1")
+
+
+def test_a_failing_instance_fails_the_job_with_its_reason_and_uploads_nothing(tmp_path, s3, bucket, request_for):
+    backend = get_backend("local", root=str(tmp_path))
+    backend.submit(request_for("job-c1", sha="0" * 64))
+    status = wait_final(backend, "job-c1")
+    assert status.state is ProcessingState.FAILED
+    assert "exited with code 2" in status.failure_reason and "the spec expects 0000" in status.failure_reason
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out/job-c1/")
+
+
+def test_stop_ends_a_running_job(tmp_path, request_for):
+    backend = get_backend("local", root=str(tmp_path))
+    backend.submit(request_for("job-d1"))
+    backend.stop("job-d1")
+    assert wait_final(backend, "job-d1").state is ProcessingState.STOPPED
+
+
+def test_an_unknown_job_is_none(tmp_path):
+    assert get_backend("local", root=str(tmp_path)).describe("nope") is None
