@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).with_name("RESULTS-triggers.md")
+# The job records it seeds are the tests' sample records (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def seed(jobs: int, table: str, root: Path, sleeper_pid: int) -> int:

@@ -1,38 +1,6 @@
 """Pipeline specs (``dags/pipelines/*.yaml``) and the trigger form: parsed, checked, and turned
-into the one job description (:func:`shardflow.spec.jobs.job_for_run`)."""
+into the one job description (:func:`shardflow.spec.jobs.job_for_run`). The spec's public names
+are :mod:`shardflow.spec.pipeline`'s."""
 
-from shardflow.spec.pipeline import (
-    AssetSchedule,
-    ComputeSpec,
-    InputSpec,
-    ModelSpec,
-    OutputSpec,
-    PipelineSpec,
-    RetrySpec,
-    SageMakerSpec,
-    SpecError,
-    check_s3_uri,
-    check_specs,
-    load_spec,
-    load_specs,
-    parse_spec,
-    pipeline_json_schema,
-)
-
-__all__ = [
-    "AssetSchedule",
-    "ComputeSpec",
-    "InputSpec",
-    "ModelSpec",
-    "OutputSpec",
-    "PipelineSpec",
-    "RetrySpec",
-    "SageMakerSpec",
-    "SpecError",
-    "check_s3_uri",
-    "check_specs",
-    "load_spec",
-    "load_specs",
-    "parse_spec",
-    "pipeline_json_schema",
-]
+from shardflow.spec.pipeline import *  # noqa: F403
+from shardflow.spec.pipeline import __all__ as __all__
