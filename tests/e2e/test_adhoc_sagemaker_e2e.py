@@ -82,21 +82,3 @@ def test_the_trigger_forms_adhoc_sagemaker_choice_sends_a_checked_processing_job
 
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="predictions/adhoc/")
     assert not [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("_SUCCESS")]
-
-
-def test_without_sagemaker_settings_the_adhoc_form_offers_local_only_and_refuses_sagemaker(aws, tmp_path):
-    state = tmp_path / "state"
-    env = airflow_environment(state, aws.endpoint_url, REPO / "dags")
-    log = state / "adhoc.log"
-    prepare_airflow(env, log)
-    conf = {
-        "model_uri": f"s3://{BUCKET}/models/demo/model.joblib",
-        "model_sha256": "a" * 64,
-        "input_prefix": f"s3://{BUCKET}/events/adhoc/",
-        "output_prefix": f"s3://{BUCKET}/predictions/none/",
-        "backend": "sagemaker",
-    }
-    with pytest.raises(RuntimeError) as raised:
-        run_airflow(["dags", "test", "shardflow_adhoc", "2026-01-02", "--conf", json.dumps(conf)], env, log)
-    assert "backend" in raised.value.args[0]
-    assert "'sagemaker' is not one of ['local']" in raised.value.args[0]

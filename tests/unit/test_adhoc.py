@@ -62,6 +62,24 @@ def test_the_form_refuses_a_bad_value_naming_its_field(field, value):
         form(**{field: value})
 
 
+def test_the_form_offers_sagemaker_only_when_the_deployment_sets_its_image_and_role():
+    with pytest.raises(ParamValidationError, match="Invalid input for param backend"):
+        form(backend="sagemaker")
+    deployed = Settings.from_env(
+        {
+            "SHARDFLOW_INSTANCE_QUOTAS": "ml.m5.xlarge=8,ml.c5.2xlarge=4",
+            "SHARDFLOW_SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/shardflow-processing:1.0",
+            "SHARDFLOW_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/shardflow-dev-processing",
+        }
+    )
+    params: ParamsDict = copy.deepcopy(build_adhoc_dag(deployed).params)
+    params.update({**GOOD, "backend": "sagemaker"})
+    resolved = params.validate()
+    job = job_from_params(resolved, "shardflow_adhoc", "manual__1", "2026-01-31", deployed)
+    assert job.compute.backend == "sagemaker"
+    assert job.compute.sagemaker == deployed.sagemaker
+
+
 def test_a_form_without_a_model_is_refused():
     params: ParamsDict = copy.deepcopy(build_adhoc_dag(SETTINGS).params)
     params.update({k: v for k, v in GOOD.items() if k != "model_uri"})
