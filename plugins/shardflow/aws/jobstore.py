@@ -154,14 +154,19 @@ class JobStore:
     # -- jobs ---------------------------------------------------------------------------------
 
     def create_job(self, record: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
-        """Write a new job and its file list; if the job exists already, return it unchanged."""
+        """Write a new job and its file list; if the job exists already, return it unchanged (its
+        files' results included: a prepare run again must not send finished files back to PENDING)."""
+        existing = self.client.get_item(TableName=self.table, Key=job_key(record.job_id), ConsistentRead=True)
+        if "Item" in existing:
+            return job_from_item(existing["Item"])
         now = utcnow()
         record = replace(record, created_at=now, updated_at=now, version=1)
         files = list(files)
         record = replace(record, files_total=len(files))
         expires_at = int(time.time() + _RETENTION.total_seconds())
         item = {**_job_item(record), **job_key(record.job_id), "expires_at": {"N": str(expires_at)}}
-        # File items go first: a job item that exists always has its complete file list.
+        # File items go first: a job item that exists always has its complete file list. Two
+        # prepares racing here write the same PENDING items; only one job item is created.
         self._batch_put([self._file_item(record.job_id, f, expires_at) for f in files])
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")

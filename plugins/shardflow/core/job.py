@@ -126,7 +126,14 @@ class JobOutput(Strict):
 
 
 def check_column_list(value: tuple[str, ...] | None, field: str, backend: str | None) -> None:
-    """SageMaker passes each container argument only up to 256 characters; a column list is one."""
+    """A column list travels to the script as one comma-separated argument: no name may hold a
+    comma or be empty, and SageMaker passes an argument only up to 256 characters."""
+    unusable = [name for name in value or () if "," in name or not name]
+    if unusable:
+        raise ValueError(
+            f"column name(s) {', '.join(map(repr, unusable))} cannot be passed to the processing script, "
+            "which takes the list comma-separated: rename the column(s) in the input data"
+        )
     joined = len(",".join(value or ()))
     if backend == "sagemaker" and joined > MAX_ARGUMENT_CHARS:
         raise ValueError(

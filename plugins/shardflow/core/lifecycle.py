@@ -20,6 +20,7 @@ from shardflow.errors import JobFailed, ProcessingJobExists, ProcessingRequestRe
 __all__ = [
     "Progress",
     "advance_job",
+    "backoff_after",
     "failure_message",
     "retry_at",
     "settle_job",
@@ -96,15 +97,26 @@ def _start(store: JobStorePort, backend: ComputeBackend, record: JobRecord, requ
         ) from None
 
 
+#: No wait between two attempts is longer than an hour, however long the backoff has grown.
+_MAX_BACKOFF_SECONDS = 3600
+
+
+def backoff_after(attempt: int, backoff_seconds: int) -> int:
+    """The wait after failed attempt ``attempt``: ``backoff_seconds``, doubled for each attempt
+    after the first, at most an hour."""
+    return min(backoff_seconds * 2 ** max(attempt - 1, 0), _MAX_BACKOFF_SECONDS)
+
+
 def wait_timeout_seconds(max_attempts: int, max_runtime_seconds: int, backoff_seconds: int) -> int:
-    """How long to wait for a job: until every attempt could have used its whole runtime and
-    backoff, with ten minutes to spare."""
-    return max_attempts * (max_runtime_seconds + backoff_seconds) + 600
+    """How long to wait for a job: until every attempt could have used its whole runtime and every
+    backoff between them (:func:`backoff_after`), with ten minutes to spare."""
+    waits = sum(backoff_after(attempt, backoff_seconds) for attempt in range(1, max_attempts))
+    return max_attempts * max_runtime_seconds + waits + 600
 
 
 def retry_at(record: JobRecord) -> datetime:
-    """When a failed attempt may be resubmitted: exponential backoff from its end, at most an hour."""
-    delay = min(record.job.retries.backoff_seconds * 2 ** max(record.attempt - 1, 0), 3600)
+    """When a failed attempt may be resubmitted: :func:`backoff_after` its end."""
+    delay = backoff_after(record.attempt, record.job.retries.backoff_seconds)
     return parse_time(record.finished_at or record.updated_at) + timedelta(seconds=delay)
 
 
@@ -121,8 +133,8 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
     job whose script has gone silent for longer than the heartbeat timeout.
 
     The record says what each file did; the backend says whether the job as a whole ended and
-    why; S3 says which outputs really arrived. A job is SUCCEEDED only when the backend
-    completed and every file's output is there.
+    why; S3 says which outputs really arrived. A job is SUCCEEDED once every file succeeded and
+    its output is there.
     """
     record = store.get_job(job_id)
     if record.status not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
@@ -162,7 +174,9 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
         "files_failed": len(failed),
         "rows": sum(f.rows for f in files if f.status is FileStatus.SUCCEEDED),
     }
-    if not reasons and not failed and not pending:
+    # Every file predicted and its output in S3: the job's work is done, whatever the processing
+    # job reports about its own end (a resubmission would have no file to run).
+    if not failed and not pending:
         if record.status is JobStatus.SUBMITTED:
             record = store.transition(record, JobStatus.RUNNING)
         return store.transition(record, JobStatus.SUCCEEDED, **counts)

@@ -13,9 +13,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
 
-from shardflow.processing.messages import FileOutcome, FileTask
+from shardflow.processing.messages import (
+    BatchAssigned,
+    BatchFailed,
+    BatchOffered,
+    BatchPredicted,
+    BatchReturned,
+    ClaimAnswer,
+    ClaimRequest,
+    FileAborted,
+    FileAssigned,
+    FileDone,
+    FileOutcome,
+    FileTask,
+    Stop,
+    Stopped,
+    ToParent,
+    ToWorker,
+)
 from shardflow.processing.tabular import output_name, remove_partials
 from shardflow.processing.worker import WorkerSettings, serve
 
@@ -33,12 +49,12 @@ class _Outbox:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.messages: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.messages: queue.SimpleQueue[ToWorker | None] = queue.SimpleQueue()
         self.alive = True
         self.thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self.thread.start()
 
-    def put(self, message: tuple[Any, ...]) -> bool:
+    def put(self, message: ToWorker) -> bool:
         """``False`` once a send has failed: the worker is gone, and its sentinel says so."""
         if self.alive:
             self.messages.put(message)
@@ -57,6 +73,24 @@ class _Outbox:
                 return
 
 
+@dataclass(frozen=True, slots=True)
+class _BatchRef:
+    """One batch of a file in progress: what a helper is helping with, and what an offer is of."""
+
+    owner: int  # the seat of the worker that owns the file
+    task_id: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A batch its owner lets a helper predict, until the parent hands it out or the owner claims it."""
+
+    batch: _BatchRef
+    rows: int
+    dtype: str
+
+
 @dataclass
 class _Seat:
     process: BaseProcess
@@ -64,7 +98,7 @@ class _Seat:
     outbox: _Outbox
     task: FileTask | None = None  # the file it owns
     task_id: int = 0
-    helping: tuple[int, int, int] | None = None  # (owner seat, task id, slot) of the batch it predicts
+    helping: _BatchRef | None = None  # the batch it predicts
 
     @property
     def idle(self) -> bool:
@@ -94,7 +128,7 @@ class WorkerPool:
         self.on_outcome = on_outcome
         self.context = multiprocessing.get_context("fork")
         self.seats = [self._fork(index) for index in range(workers)]
-        self.offers: deque[tuple[int, int, int, int, str]] = deque()  # (owner seat, task id, slot, rows, dtype)
+        self.offers: deque[_Offer] = deque()
         self.deaths: dict[str, list[str]] = {}
         self.peaks: list[int] = []  # of the workers, as they stop
         self.cpu_seconds = 0.0  # of the workers, as they stop
@@ -135,7 +169,7 @@ class WorkerPool:
         return [outcomes[t.relative] for t in tasks]
 
     @staticmethod
-    def _send(seat: _Seat, message: tuple[Any, ...]) -> bool:
+    def _send(seat: _Seat, message: ToWorker) -> bool:
         """``False`` when the worker is gone; its sentinel tells the loop, which replaces it."""
         return seat.outbox.put(message)
 
@@ -145,43 +179,48 @@ class WorkerPool:
                 continue
             if queue:
                 task = queue.popleft()
-                if self._send(seat, ("file", self._next_task, task)):
+                if self._send(seat, FileAssigned(self._next_task, task)):
                     seat.task, seat.task_id = task, self._next_task
                     self._next_task += 1
                 else:
                     queue.appendleft(task)
             elif self.offers:
-                owner, task_id, slot, rows, dtype = self.offers[0]
-                if self._send(seat, ("predict", owner, task_id, slot, rows, dtype)):
+                offer = self.offers[0]
+                batch = offer.batch
+                if self._send(seat, BatchAssigned(batch.owner, batch.task_id, batch.slot, offer.rows, offer.dtype)):
                     self.offers.popleft()
-                    seat.helping = (owner, task_id, slot)
+                    seat.helping = batch
         self.settings.sharing.value = 0 if queue else 1
 
     def _owner_of(self, index: int, task_id: int) -> _Seat | None:
         seat = self.seats[index]
         return seat if seat.task is not None and seat.task_id == task_id and seat.process.is_alive() else None
 
-    def _handle(self, seat: _Seat, message: tuple[Any, ...], outcomes: dict[str, FileOutcome]) -> None:
-        kind = message[0]
+    def _withdraw_offers(self, owner: int, task_id: int) -> None:
+        self.offers = deque(o for o in self.offers if (o.batch.owner, o.batch.task_id) != (owner, task_id))
+
+    def _handle(self, seat: _Seat, message: ToParent, outcomes: dict[str, FileOutcome]) -> None:
         index = self.seats.index(seat)
-        if kind == "done" and seat.task is not None and message[1] == seat.task_id:
-            self._finish(message[2], outcomes)
-            self.offers = deque(o for o in self.offers if (o[0], o[1]) != (index, seat.task_id))
-            seat.task = None
-        elif kind == "offer" and message[1] == seat.task_id and seat.task is not None:
-            self.offers.append((index, *message[1:]))
-        elif kind == "claim":
-            _, task_id, slot = message
-            mine = next((o for o in self.offers if o[:3] == (index, task_id, slot)), None)
-            if mine is not None:
-                self.offers.remove(mine)
-            self._send(seat, ("claimed", task_id, slot, mine is not None))
-        elif kind in ("predicted", "failed"):
-            _, owner, task_id, slot, payload = message
-            seat.helping = None
-            target = self._owner_of(owner, task_id)
-            if target is not None:
-                self._send(target, (kind, task_id, slot, payload))
+        match message:
+            case FileDone(task_id=task_id, outcome=outcome) if seat.task is not None and task_id == seat.task_id:
+                self._finish(outcome, outcomes)
+                self._withdraw_offers(index, seat.task_id)
+                seat.task = None
+            case BatchOffered(task_id=task_id, slot=slot, rows=rows, dtype=dtype) if (
+                task_id == seat.task_id and seat.task is not None
+            ):
+                self.offers.append(_Offer(_BatchRef(index, task_id, slot), rows, dtype))
+            case ClaimRequest(task_id=task_id, slot=slot):
+                wanted = _BatchRef(index, task_id, slot)
+                mine = next((o for o in self.offers if o.batch == wanted), None)
+                if mine is not None:
+                    self.offers.remove(mine)
+                self._send(seat, ClaimAnswer(task_id, slot, mine is not None))
+            case BatchPredicted() | BatchFailed():
+                seat.helping = None
+                target = self._owner_of(message.owner, message.task_id)
+                if target is not None:
+                    self._send(target, message)
 
     def _finish(self, outcome: FileOutcome, outcomes: dict[str, FileOutcome]) -> None:
         outcomes[outcome.relative] = outcome
@@ -193,7 +232,7 @@ class WorkerPool:
         reason = _death(seat.process.exitcode)
         if seat.task is not None:
             task = seat.task
-            self.offers = deque(o for o in self.offers if (o[0], o[1]) != (index, seat.task_id))
+            self._withdraw_offers(index, seat.task_id)
             settings = self.settings
             remove_partials(
                 settings.output_dir / output_name(task.relative, settings.input_format, settings.output_format)
@@ -203,15 +242,15 @@ class WorkerPool:
             else:
                 queue.appendleft(task)
         elif seat.helping is not None:
-            owner, task_id, slot = seat.helping
-            target = self._owner_of(owner, task_id)
+            batch = seat.helping
+            target = self._owner_of(batch.owner, batch.task_id)
             if target is not None and target.task is not None:
                 relative = target.task.relative
                 what = f"worker {seat.process.pid} {reason} while predicting a batch of it"
                 if self._blame(relative, what, "its owner predicts that batch again"):
-                    self._send(target, ("abort", task_id, slot, self._failed(target.task).error))
+                    self._send(target, FileAborted(batch.task_id, batch.slot, self._given_up(relative)))
                 else:
-                    self._send(target, ("returned", task_id, slot, None))
+                    self._send(target, BatchReturned(batch.task_id, batch.slot))
         seat.outbox.close()
         seat.conn.close()
         self.seats[index] = self._fork(index)
@@ -222,25 +261,26 @@ class WorkerPool:
         self.deaths.setdefault(relative, []).append(what)
         return len(self.deaths[relative]) >= 2
 
-    def _failed(self, task: FileTask) -> FileOutcome:
-        return FileOutcome(
-            task.relative,
-            task.size,
-            error="two workers died on this file, so it was not predicted: "
-            + "; ".join(self.deaths[task.relative])
-            + ". Check the instance's memory against the file and model size, then resubmit it",
+    def _given_up(self, relative: str) -> str:
+        return (
+            "two workers died on this file, so it was not predicted: "
+            + "; ".join(self.deaths[relative])
+            + ". Check the instance's memory against the file and model size, then resubmit it"
         )
+
+    def _failed(self, task: FileTask) -> FileOutcome:
+        return FileOutcome(task.relative, task.size, error=self._given_up(task.relative))
 
     def _stop(self) -> None:
         for seat in self.seats:
-            self._send(seat, ("stop",))
+            self._send(seat, Stop())
         for seat in self.seats:
             try:
                 while True:
-                    message = seat.conn.recv()
-                    if message[0] == "stopped":
-                        self.peaks.append(message[1])
-                        self.cpu_seconds += message[2]
+                    message: ToParent = seat.conn.recv()
+                    if isinstance(message, Stopped):
+                        self.peaks.append(message.peak_rss)
+                        self.cpu_seconds += message.cpu_seconds
                         break
             except (EOFError, OSError):
                 pass

@@ -13,6 +13,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,25 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from shardflow.processing.messages import FileOutcome, FileTask
+from shardflow.errors import ShardflowError
+from shardflow.processing.messages import (
+    BatchAssigned,
+    BatchFailed,
+    BatchOffered,
+    BatchPredicted,
+    BatchReturned,
+    ClaimAnswer,
+    ClaimRequest,
+    FileAborted,
+    FileAssigned,
+    FileDone,
+    FileOutcome,
+    FileTask,
+    Stop,
+    Stopped,
+    ToOwner,
+    ToWorker,
+)
 from shardflow.processing.predictor import Predictor
 from shardflow.processing.tabular import AtomicWriter, Prefetch, open_batches, output_name
 
@@ -73,7 +92,7 @@ class WorkerSettings:
     batch_rows: int
 
 
-class FileAbandoned(RuntimeError):
+class FileAbandoned(ShardflowError, RuntimeError):
     pass
 
 
@@ -86,12 +105,21 @@ def peak_rss_bytes() -> int:
     return 0
 
 
+class BatchState(Enum):
+    """Where one batch of an owner's file is."""
+
+    LOCAL = "local"  # to predict here
+    OFFERED = "offered"  # the parent may hand it to a helper
+    TAKEN = "taken"  # a helper predicts it
+    DONE = "done"  # its outputs are here
+
+
 @dataclass
 class _Batch:
     batch: pa.RecordBatch
     slot: int
     matrix: np.ndarray
-    state: str  # "local": to predict here; "offered": the parent may hand it to a helper; "taken"; "done"
+    state: BatchState
     outputs: tuple[np.ndarray, ...] = field(default_factory=tuple)
     claiming: bool = False  # a claim is on its way; the slot is not reused before the answer
 
@@ -146,31 +174,31 @@ class _Owner:
         slot = self.free.pop()
         matrix = self.settings.arena.matrix(self.seat, slot, batch.num_rows, len(predictor.features), dtype)
         predictor.fill(batch, matrix)
-        entry = _Batch(batch, slot, matrix, "local")
+        entry = _Batch(batch, slot, matrix, BatchState.LOCAL)
         if self.settings.sharing.value:
-            entry.state = "offered"
-            self.conn.send(("offer", self.task_id, slot, batch.num_rows, dtype.str))
+            entry.state = BatchState.OFFERED
+            self.conn.send(BatchOffered(self.task_id, slot, batch.num_rows, dtype.str))
         self.pending.append(entry)
 
     def _advance(self, writer: AtomicWriter) -> None:
         """Make progress on the oldest batch: predict here what no helper took, else wait for one."""
         self._receive(block=False)
-        entry = next((e for e in self.pending if e.state in ("local", "offered")), None)
-        if self.pending[0].state != "done":
-            if entry is not None and entry.state == "offered":
+        entry = next((e for e in self.pending if e.state in (BatchState.LOCAL, BatchState.OFFERED)), None)
+        if self.pending[0].state is not BatchState.DONE:
+            if entry is not None and entry.state is BatchState.OFFERED:
                 entry.claiming = True
-                self.conn.send(("claim", self.task_id, entry.slot))
+                self.conn.send(ClaimRequest(self.task_id, entry.slot))
                 while entry.claiming:
                     self._receive(block=True)
-            if entry is not None and entry.state == "local":
+            if entry is not None and entry.state is BatchState.LOCAL:
                 entry.outputs = self.settings.predictor.infer(entry.matrix)
-                entry.state = "done"
+                entry.state = BatchState.DONE
             elif entry is None:
                 self._receive(block=True)
         self._write_ready(writer)
 
     def _write_ready(self, writer: AtomicWriter) -> None:
-        while self.pending and self.pending[0].state == "done" and not self.pending[0].claiming:
+        while self.pending and self.pending[0].state is BatchState.DONE and not self.pending[0].claiming:
             entry = self.pending.popleft()
             writer.write(self.settings.predictor.assemble(entry.batch, entry.outputs))
             self.free.append(entry.slot)
@@ -178,33 +206,33 @@ class _Owner:
     def _receive(self, block: bool) -> None:
         while block or self.conn.poll():
             block = False
-            kind, task_id, slot, payload = self.conn.recv()
-            if task_id != self.task_id:
+            message: ToOwner = self.conn.recv()
+            if message.task_id != self.task_id:
                 continue  # about a file this worker gave up earlier
-            if kind == "abort":
-                raise FileAbandoned(payload)
-            entry = next(e for e in self.pending if e.slot == slot)
-            if kind == "claimed":  # payload: True when no helper had it yet
-                entry.claiming = False
-                if entry.state == "offered":
-                    entry.state = "local" if payload else "taken"
-            elif kind == "returned":  # its helper died: predict it here
-                entry.state = "local"
-            elif kind == "predicted":
-                entry.outputs, entry.state = payload, "done"
-                self.helped += 1
-            elif kind == "failed":
-                raise RuntimeError(payload)
+            if isinstance(message, FileAborted):
+                raise FileAbandoned(message.error)
+            entry = next(e for e in self.pending if e.slot == message.slot)
+            match message:
+                case ClaimAnswer(granted=granted):
+                    entry.claiming = False
+                    if entry.state is BatchState.OFFERED:
+                        entry.state = BatchState.LOCAL if granted else BatchState.TAKEN
+                case BatchReturned():  # its helper died: predict it here
+                    entry.state = BatchState.LOCAL
+                case BatchPredicted(outputs=outputs):
+                    entry.outputs, entry.state = outputs, BatchState.DONE
+                    self.helped += 1
+                case BatchFailed(error=error):
+                    raise RuntimeError(error)
 
 
-def _help(settings: WorkerSettings, message: tuple[Any, ...]) -> tuple[Any, ...]:
-    _, owner, task_id, slot, rows, dtype = message
+def _help(settings: WorkerSettings, batch: BatchAssigned) -> BatchPredicted | BatchFailed:
     predictor = settings.predictor
-    matrix = settings.arena.matrix(owner, slot, rows, len(predictor.features), np.dtype(dtype))
+    matrix = settings.arena.matrix(batch.owner, batch.slot, batch.rows, len(predictor.features), np.dtype(batch.dtype))
     try:
-        return ("predicted", owner, task_id, slot, predictor.infer(matrix))
+        return BatchPredicted(batch.owner, batch.task_id, batch.slot, predictor.infer(matrix))
     except Exception as error:
-        return ("failed", owner, task_id, slot, f"{type(error).__name__}: {error}")
+        return BatchFailed(batch.owner, batch.task_id, batch.slot, f"{type(error).__name__}: {error}")
 
 
 def _end_with_parent() -> None:
@@ -220,17 +248,18 @@ def serve(seat: int, conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the job ends
     while True:
         try:
-            message = conn.recv()
+            message: ToWorker = conn.recv()
         except EOFError:
             return
-        if message[0] == "file":
-            _, task_id, task = message
-            log.info("%s: started in worker %d", task.relative, os.getpid())
-            conn.send(("done", task_id, _Owner(seat, conn, settings, task_id).run(task)))
-        elif message[0] == "predict":
-            conn.send(_help(settings, message))
-        elif message[0] == "stop":
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            conn.send(("stopped", peak_rss_bytes(), usage.ru_utime + usage.ru_stime))
-            return
-        # anything else is about a file this worker gave up: nothing to do
+        match message:
+            case FileAssigned(task_id=task_id, task=task):
+                log.info("%s: started in worker %d", task.relative, os.getpid())
+                conn.send(FileDone(task_id, _Owner(seat, conn, settings, task_id).run(task)))
+            case BatchAssigned():
+                conn.send(_help(settings, message))
+            case Stop():
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                conn.send(Stopped(peak_rss_bytes(), usage.ru_utime + usage.ru_stime))
+                return
+            case _:
+                pass  # about a file this worker gave up: nothing to do

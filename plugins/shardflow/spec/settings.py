@@ -46,8 +46,10 @@ def sagemaker_defaults(environ: Mapping[str, str]) -> SageMakerSpec | None:
         return SageMakerSpec.model_validate(values)
     except ValidationError as error:
         names = {n: v for v, n in SAGEMAKER_VARIABLES.items()}
+        # A rule across fields (subnets with security groups) names every variable it involves.
+        together = " and ".join(names[n] for n in ("subnets", "security_group_ids"))
         problems = [
-            f"  {names.get(str(item['loc'][0]), item['loc'][0]) if item['loc'] else '(settings)'}: "
+            f"  {names.get(str(item['loc'][0]), item['loc'][0]) if item['loc'] else together}: "
             f"{item['msg'].removeprefix('Value error, ')}"
             for item in error.errors()
         ]

@@ -1,0 +1,194 @@
+"""In-memory implementations of the lifecycle's ports (:mod:`shardflow.core.ports`), the way httpx
+ships a ``MockTransport``: the job table, the object store and a compute backend, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields, replace
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
+from shardflow.core.record import FileRecord, JobRecord, JobStatus, check_transition
+from shardflow.core.s3uri import S3Object, S3Uri
+from shardflow.errors import JobConflict, JobNotFound, ProcessingJobExists, ProcessingRequestRefused
+
+__all__ = ["FakeBackend", "InMemoryJobStore", "InMemoryObjectStore"]
+
+#: The job record's timestamp form (:func:`shardflow.core.record.utcnow`).
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_JOB_FIELDS = {f.name for f in fields(JobRecord)}
+_FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _copy(record: JobRecord) -> JobRecord:
+    """A record as a read returns it: its list is its own, as if decoded from an item."""
+    return replace(record, processing_jobs=list(record.processing_jobs))
+
+
+class InMemoryJobStore:
+    """The job table in a dict, with the rules of :class:`shardflow.aws.jobstore.JobStore`: a job
+    is created once, every status change is checked against the transitions and the version read,
+    and a heartbeat counts only for the job's current attempt.
+
+    :param table: the name requests report to.
+    :param clock: the time written into records (``created_at``, ``finished_at``,
+        ``heartbeat_at``, ...); set it to place an event in the past.
+    """
+
+    def __init__(self, table: str = "shardflow-jobs", clock: Callable[[], datetime] | None = None) -> None:
+        self.table = table
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._jobs: dict[str, JobRecord] = {}
+        self._files: dict[str, dict[str, FileRecord]] = {}
+
+    def _now(self) -> str:
+        return self.clock().strftime(_TIME_FORMAT)
+
+    def create_job(self, record: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
+        """Write a new job and its files; if the job exists already, return it unchanged."""
+        if record.job_id in self._jobs:
+            return self.get_job(record.job_id)
+        files = list(files)
+        now = self._now()
+        record = replace(record, created_at=now, updated_at=now, version=1, files_total=len(files))
+        self._files[record.job_id] = {f.key: f for f in files}
+        self._jobs[record.job_id] = _copy(record)
+        return _copy(record)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        if job_id not in self._jobs:
+            raise JobNotFound(f"no job {job_id!r} in table {self.table!r}")
+        return _copy(self._jobs[job_id])
+
+    def transition(self, record: JobRecord, to: JobStatus, **changes: Any) -> JobRecord:
+        """Move ``record`` to ``to`` with ``changes``, if nobody else wrote since it was read.
+
+        :raises IllegalTransition: ``record.status -> to`` is not in :data:`TRANSITIONS`.
+        :raises JobConflict: the stored job is no longer at ``record.version``.
+        """
+        check_transition(record.job_id, record.status, to)
+        unknown = set(changes) - (_JOB_FIELDS - {"job", "job_id"})
+        if unknown:
+            raise TypeError(f"not job fields: {sorted(unknown)}")
+        current = self.get_job(record.job_id)
+        if (current.version, current.status) != (record.version, record.status):
+            raise JobConflict(
+                f"job {record.job_id} changed since it was read at version {record.version} "
+                f"({record.status}); it is now {current.status} at version {current.version}. "
+                "Re-read the job and decide again."
+            )
+        now = self._now()
+        values: dict[str, Any] = {**changes, "updated_at": now, "version": record.version + 1}
+        if to in _FINAL:
+            values.setdefault("finished_at", now)
+        updated = replace(record, **values, status=to)
+        self._jobs[record.job_id] = _copy(updated)
+        return updated
+
+    def heartbeat(self, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> bool:
+        """Add progress to the job's current attempt; refused (``False``) for any other attempt."""
+        record = self._jobs.get(job_id)
+        if record is None or record.attempt != attempt:
+            return False
+        self._jobs[job_id] = replace(
+            record,
+            heartbeat_at=self._now(),
+            progress_files=record.progress_files + files,
+            progress_rows=record.progress_rows + rows,
+        )
+        return True
+
+    def list_files(self, job_id: str) -> list[FileRecord]:
+        """The job's files in key order, as the table's sort key returns them."""
+        return [f for _, f in sorted(self._files.get(job_id, {}).items())]
+
+    def record_file_results(self, job_id: str, results: Iterable[FileRecord]) -> None:
+        """Store each file's outcome, replacing what was stored for its key."""
+        self._files.setdefault(job_id, {}).update((f.key, f) for f in results)
+
+
+class InMemoryObjectStore:
+    """Buckets in a dict, with S3's listing order (UTF-8 bytes of the key)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[S3Uri, bytes] = {}
+
+    def list(self, prefix: S3Uri) -> Iterator[S3Object]:
+        found = [u for u in self.objects if u.bucket == prefix.bucket and u.key.startswith(prefix.key)]
+        for uri in sorted(found, key=lambda u: u.key.encode()):
+            yield S3Object(uri.key, len(self.objects[uri]))
+
+    def read(self, uri: S3Uri, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes; with ``start`` and ``end``, only that inclusive range."""
+        body = self._body(uri)
+        return body[start : end + 1] if start is not None and end is not None else body
+
+    def download(self, uri: S3Uri, into: IO[bytes]) -> None:
+        into.write(self._body(uri))
+
+    def put(self, uri: S3Uri, body: bytes) -> None:
+        self.objects[uri] = bytes(body)
+
+    def delete(self, uri: S3Uri) -> None:
+        """Remove an object, as a lifecycle rule or a careless user would."""
+        del self.objects[uri]
+
+    def _body(self, uri: S3Uri) -> bytes:
+        if uri not in self.objects:
+            raise FileNotFoundError(f"NoSuchKey: {uri}")
+        return self.objects[uri]
+
+
+class FakeBackend:
+    """A compute backend that runs nothing: it keeps the requests it was sent, and each job stays
+    ``InProgress`` until the test ends it with :meth:`set_state`."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        #: Every request that started a job, in order.
+        self.requests: list[ProcessingRequest] = []
+        #: Every name :meth:`stop` was called with, in order.
+        self.stopped: list[str] = []
+        self._states: dict[str, ProcessingStatus] = {}
+        self._refusal: str | None = None
+        self._crash: BaseException | None = None
+
+    def submit(self, request: ProcessingRequest) -> None:
+        if self._crash is not None:
+            crash, self._crash = self._crash, None
+            raise crash
+        if self._refusal is not None:
+            raise ProcessingRequestRefused(self._refusal)
+        if request.job_name in self._states:
+            raise ProcessingJobExists(f"processing job {request.job_name!r} exists already")
+        self.requests.append(request)
+        self._states[request.job_name] = ProcessingStatus(ProcessingState.IN_PROGRESS)
+
+    def describe(self, job_name: str) -> ProcessingStatus | None:
+        return self._states.get(job_name)
+
+    def stop(self, job_name: str) -> None:
+        """Record the call; a job still running ends ``Stopped`` at once."""
+        self.stopped.append(job_name)
+        status = self._states.get(job_name)
+        if status is not None and not status.state.is_final:
+            self._states[job_name] = ProcessingStatus(ProcessingState.STOPPED, "stopped on request")
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, job_name: str, state: ProcessingState, failure_reason: str | None = None) -> None:
+        """What the backend reports for ``job_name`` from now on."""
+        if job_name not in self._states:
+            raise KeyError(f"no processing job {job_name!r} was submitted")
+        self._states[job_name] = ProcessingStatus(ProcessingState(state), failure_reason)
+
+    def refuse(self, reason: str) -> None:
+        """Refuse every request from now on, as a backend refuses a bad setting."""
+        self._refusal = reason
+
+    def crash_next_submit(self, error: BaseException) -> None:
+        """Raise ``error`` from the next :meth:`submit` before anything starts (a killed task)."""
+        self._crash = error
