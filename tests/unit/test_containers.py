@@ -111,7 +111,8 @@ def test_the_dockerignore_keeps_out_what_the_image_must_not_hold_and_nothing_it_
     def ignored(path: str) -> bool:
         return any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/") for p in patterns)
 
-    for needed in ("pyproject.toml", "uv.lock", "README.md", "plugins/shardflow/processing/script.py", "processing_scripts"):
+    needed_files = ("pyproject.toml", "uv.lock", "README.md", "plugins/shardflow/processing/script.py")
+    for needed in (*needed_files, "processing_scripts"):
         assert not ignored(needed), f"{needed} is copied into the image but ignored"
     for kept_out in (".git", ".venv", ".env", "tests", "dags", ".shardflow", "infra"):
         assert ignored(kept_out), f"{kept_out} must be kept out of the build context"
