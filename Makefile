@@ -7,7 +7,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-unit lint sync clean bench bench-peers bench-triggers bench-dags
+.PHONY: demo test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags
 
 demo: .venv/.synced
 	.venv/bin/shardflow demo
@@ -26,6 +26,10 @@ lint: .venv/.synced
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	.venv/bin/hadolint containers/Dockerfile containers/airflow.Dockerfile
+
+# The documentation site (docs/, mkdocs.yml) into .shardflow/site/; a broken link fails the build.
+docs: .venv/.synced
+	.venv/bin/mkdocs build --strict --site-dir .shardflow/site
 
 # Trigger polling at scale: 10, 100 and 1,000 jobs waiting in one triggerer (about 4 minutes).
 bench-triggers: .venv/.synced

@@ -1,4 +1,4 @@
-"""Airflow DAGs, one per good pipeline spec in dags/pipelines/ (see the README: "Defining a pipeline").
+"""Airflow DAGs, one per good pipeline spec in dags/pipelines/ (see docs/pipelines.md).
 
 A broken spec is left out here and reported by shardflow_pipeline_errors.py instead: Airflow marks
 every DAG of a file that has an import error as stale, so errors must come from another file.

@@ -60,7 +60,7 @@ def test_the_sensor_defers_to_the_triggerer_and_the_run_succeeds(aws, s3, tmp_pa
     env = airflow_environment(tmp_path / "state", aws.endpoint_url)
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     # No quotas: the DAG's own wait task watches the job (with quotas, submit holds the pool
-    # slots and watches it; tests/test_airflow_live.py covers that shape).
+    # slots and watches it; tests/e2e/test_airflow_live.py covers that shape).
     env["SHARDFLOW_INSTANCE_QUOTAS"] = ""
     env["SHARDFLOW_POLL_SECONDS"] = "2"
     JobStore(boto3.client("dynamodb"), env["SHARDFLOW_JOB_TABLE"]).create_table()

@@ -173,10 +173,10 @@ def test_a_helper_killed_mid_batch_only_costs_that_batch(tmp_path, model):
     _check_predictions(tmp_path / "out" / "big.parquet", tables["big.parquet"], model)
 
 
-def test_the_pool_hands_work_on_while_a_worker_is_too_busy_to_read(monkeypatch):
+def test_the_pool_hands_work_on_while_a_worker_is_too_busy_to_read():
     """A helper's predictions for an owner that is predicting a batch of its own wait in the
     owner's outbox; the pool's loop goes on handing batches to the helper."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from shardflow.processing.messages import BatchAssigned, BatchPredicted, ClaimAnswer, Stop
     from shardflow.processing.pool import _Outbox
 
     pool_end, worker_end = multiprocessing.Pipe()
@@ -185,7 +185,7 @@ def test_the_pool_hands_work_on_while_a_worker_is_too_busy_to_read(monkeypatch):
     accepted: list[bool] = []
     pool_loop = threading.Thread(
         target=lambda: accepted.extend(
-            [outbox.put(("predicted", 1, 0, predictions)), outbox.put(("claimed", 1, 1, True))]
+            [outbox.put(BatchPredicted(0, 1, 0, (predictions,))), outbox.put(ClaimAnswer(1, 1, True))]
         )
     )
     pool_loop.start()
@@ -194,16 +194,16 @@ def test_the_pool_hands_work_on_while_a_worker_is_too_busy_to_read(monkeypatch):
         worker_end.close()  # lets the blocked send fail, so the test ends
         pytest.fail("the pool's loop waited for the worker to read")
     assert accepted == [True, True]
-    kind, task_id, slot, payload = worker_end.recv()
-    assert (kind, task_id, slot) == ("predicted", 1, 0)
-    np.testing.assert_array_equal(payload, predictions)
-    assert worker_end.recv() == ("claimed", 1, 1, True)
+    predicted = worker_end.recv()
+    assert (type(predicted), predicted.task_id, predicted.slot) == (BatchPredicted, 1, 0)
+    np.testing.assert_array_equal(predicted.outputs[0], predictions)
+    assert worker_end.recv() == ClaimAnswer(1, 1, True)
 
     worker_end.close()  # the worker is gone: sending fails, and the outbox says so
     deadline = time.monotonic() + 10
-    while outbox.put(("predict", 0, 1, 2, 3, "<f4")) and time.monotonic() < deadline:
+    while outbox.put(BatchAssigned(0, 1, 2, 3, "<f4")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not outbox.put(("stop",))
+    assert not outbox.put(Stop())
     outbox.close()
     pool_end.close()
     assert not outbox.thread.is_alive()
