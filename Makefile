@@ -7,10 +7,21 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags
+.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags
 
 demo: .venv/.synced
 	.venv/bin/shardflow demo
+
+# The platform on this machine: moto and the four Airflow components on 127.0.0.1, in the
+# background until `make down` (state under .shardflow/platform/, kept across restarts).
+up: .venv/.synced
+	.venv/bin/shardflow up
+
+down: .venv/.synced
+	.venv/bin/shardflow down
+
+status: .venv/.synced
+	.venv/bin/shardflow status
 
 # Everything: tests/unit (in-memory, seconds), tests/integration (a moto server, the local
 # backend, the processing script), tests/e2e (the demo, a live Airflow).

@@ -1,9 +1,10 @@
 """The contract between the Airflow side, the compute backends and the processing container,
 each part defined once: formats and their file suffixes, the ``/opt/ml`` paths, the
-``SHARDFLOW_*`` variables the script reads, and SageMaker's limits."""
+``SHARDFLOW_*`` variables the script reads, the script's exit codes, and SageMaker's limits."""
 
 from __future__ import annotations
 
+import enum
 from typing import Literal, get_args
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "OUTPUT_SUFFIXES",
     "RESERVED_ENVIRONMENT",
+    "ExitCode",
     "InputFormat",
     "OutputFormat",
 ]
@@ -75,3 +77,36 @@ MAX_RUNTIME_SECONDS = 777_600
 MAX_ENVIRONMENT_VARIABLES = 100
 #: SageMaker passes each container argument and environment value only up to this length.
 MAX_ARGUMENT_CHARS = 256
+
+
+class ExitCode(enum.IntEnum):
+    """How the processing script ends: what a backend, or a user running it by hand, reads.
+
+    With a job record to report to, a file that fails is a result like any other: it is in the
+    record with its reason, and the lifecycle fails the job for it, so the script exits ``OK``
+    once every file has its result there (and the processing job's outputs are uploaded).
+    Without one, the exit code is the only report: ``SOME_FILES_FAILED`` or ``ALL_FILES_FAILED``.
+    """
+
+    OK = 0
+    #: The model was refused (sha256) or is not a usable model; nothing was predicted. A bad
+    #: command line exits with the same code (argparse's).
+    MODEL_REFUSED = 2
+    #: The input folder does not exist, or holds no file of the input format.
+    NO_INPUT = 3
+    SOME_FILES_FAILED = 4
+    ALL_FILES_FAILED = 5
+
+    @property
+    def meaning(self) -> str:
+        """What the code says, for a backend's failure reason."""
+        return _EXIT_MEANINGS[self]
+
+
+_EXIT_MEANINGS = {
+    ExitCode.OK: "every file has its result",
+    ExitCode.MODEL_REFUSED: "the model was refused or is not a usable model (or the command line is wrong)",
+    ExitCode.NO_INPUT: "no input: the input folder is missing or holds no file of the input format",
+    ExitCode.SOME_FILES_FAILED: "some files failed",
+    ExitCode.ALL_FILES_FAILED: "every file failed",
+}

@@ -8,6 +8,8 @@ fails at once on them instead of spending its retries.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
+    "BucketNotFound",
     "ConfigurationError",
     "DeterministicError",
     "IllegalTransition",
@@ -15,13 +17,17 @@ __all__ = [
     "JobConflict",
     "JobFailed",
     "JobNotFound",
+    "JobTableNotFound",
     "ModelRefused",
+    "ObjectNotFound",
     "PrepareError",
     "ProcessingJobExists",
     "ProcessingRequestRefused",
     "PublishError",
+    "ResourceError",
     "ShardflowError",
     "SpecError",
+    "UnsafeKey",
 ]
 
 
@@ -79,3 +85,29 @@ class InvalidProcessingRequest(ProcessingRequestRefused):
 
 class ProcessingJobExists(ShardflowError, RuntimeError):
     """A job of that name was submitted already; describe it instead of submitting again."""
+
+
+class UnsafeKey(DeterministicError, ValueError):
+    """An object key (or a file name) that is not a plain relative path under its prefix: it could
+    name a file outside the folder it is meant for, so it is never turned into a path or a key."""
+
+
+class ResourceError(DeterministicError):
+    """An AWS resource that is missing or refuses access: the message names it and what to do.
+    Retrying cannot create a bucket or grant a permission, so tasks fail at once."""
+
+
+class ObjectNotFound(ResourceError, FileNotFoundError):
+    """No object at that S3 address."""
+
+
+class BucketNotFound(ResourceError):
+    """No bucket of that name (or not in this account's reach)."""
+
+
+class AccessDenied(ResourceError, PermissionError):
+    """The credentials in use may not do this to that resource."""
+
+
+class JobTableNotFound(ResourceError):
+    """No DynamoDB job table of that name in the region in use."""

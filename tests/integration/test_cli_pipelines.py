@@ -4,10 +4,13 @@ against a moto server with the local backend."""
 import hashlib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from shardflow.cli import main
-from shardflow.core.record import JobStatus
+from shardflow.compute import get_backend
+from shardflow.core.ports import ProcessingState
+from shardflow.core.record import ErrorKind, FileStatus, JobStatus
 from shardflow.core.s3uri import S3Uri
 from shardflow.local.demo_data import demo_dataset, train_demo_model, upload_dataset
 
@@ -104,3 +107,161 @@ def test_run_refuses_a_model_whose_sha256_differs(aws, s3, bucket, store, tmp_pa
     )
     assert main(["run", str(spec), "--date", "2026-03-09", "--table", store.table]) == 1
     assert f"FAILED: model s3://{bucket}/models/m.joblib has sha256" in capsys.readouterr().err
+
+
+def seed(s3, bucket: str, model: bytes, tables: dict, *, extra: dict | None = None) -> None:
+    """The model at models/m.joblib and the tables (plus raw ``extra`` objects) under events/dt=2026-03-09/."""
+    s3.put_object(Bucket=bucket, Key="models/m.joblib", Body=model)
+    upload_dataset(s3, f"s3://{bucket}/events/dt=2026-03-09/", tables)
+    for relative, body in (extra or {}).items():
+        s3.put_object(Bucket=bucket, Key=f"events/dt=2026-03-09/{relative}", Body=body)
+
+
+def cli_spec(folder: Path, bucket: str, artifact: bytes, **changes) -> Path:
+    """A spec over what :func:`seed` uploaded; ``changes`` replace its fields."""
+    fields = {
+        "model": {"uri": f"s3://{bucket}/models/m.joblib", "sha256": hashlib.sha256(artifact).hexdigest()},
+        "input": {"prefix": f"s3://{bucket}/events/dt={{{{ ds }}}}/", "format": "parquet"},
+        "output": {"prefix": f"s3://{bucket}/scores/dt={{{{ ds }}}}/", "format": "parquet"},
+    }
+    return write_spec(folder, "cli", **(fields | changes))
+
+
+def output_keys(s3, bucket: str) -> set[str]:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="scores/dt=2026-03-09/").get("Contents", [])
+    return {o["Key"].removeprefix("scores/dt=2026-03-09/") for o in listed}
+
+
+def test_run_hostile_keys_write_nothing_outside_the_local_root_and_fail_naming_them(
+    aws, s3, bucket, store, tmp_path, monkeypatch, capsys
+):
+    root, outside = tmp_path / "local", tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(root))
+    model, tables = train_demo_model(), demo_dataset((700, 300, 500))
+    seed(s3, bucket, model, tables)
+    body = s3.get_object(Bucket=bucket, Key="events/dt=2026-03-09/part-0000.parquet")["Body"].read()
+    hostile = [
+        "../" * 40 + outside.as_posix().lstrip("/") + "/pwned.parquet",
+        "/" + outside.as_posix().lstrip("/") + "/absolute.parquet",
+        "a/../b.parquet",
+        "ctl\x01.parquet",
+    ]
+    seed(s3, bucket, model, {}, extra=dict.fromkeys(hostile, body))
+
+    assert main(["run", str(cli_spec(tmp_path, bucket, model)), "--date", "2026-03-09", "--table", store.table]) == 1
+
+    out, err = capsys.readouterr()
+    assert "4 key(s) refused and never read, e.g. key 'events/dt=2026-03-09/" in out
+    assert "FAILED after 1 of 3 attempt(s); 0 of 3 file(s) failed" in err
+    assert "4 input key(s) refused and never read" in err and "'..' segment" in err and "control character" in err
+    assert "fix the inputs named above and start a new run, as a bad input is never retried" in err
+    (record,) = store.list_jobs(pipeline="cli")
+    assert (record.status, record.attempt, len(record.processing_jobs)) == (JobStatus.FAILED, 1, 1)
+    assert record.files_refused == 4 and len(record.refused_files) == 4
+    assert sorted(f.key for f in store.list_files(record.job_id)) == sorted(tables)  # no item for a hostile key
+    # Nothing outside the local root; inside it, only the good files were ever downloaded.
+    assert list(outside.iterdir()) == []
+    downloaded = {p.name for p in root.rglob("*.parquet")}
+    assert not downloaded & {"pwned.parquet", "absolute.parquet", "b.parquet", "ctl\x01.parquet"}
+    # The good files' outputs are kept; the job is not marked complete.
+    assert {k for k in output_keys(s3, bucket) if k.endswith(".parquet")} == set(tables)
+    assert "_SUCCESS" not in output_keys(s3, bucket)
+
+
+def test_run_bad_input_an_unreadable_file_fails_once_naming_it_and_keeps_the_rest(
+    aws, s3, bucket, store, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(tmp_path / "local"))
+    model, tables = train_demo_model(), demo_dataset((700, 300, 500))
+    seed(s3, bucket, model, tables, extra={"zz-broken.parquet": b"PAR1 this is not parquet"})
+
+    assert main(["run", str(cli_spec(tmp_path, bucket, model)), "--date", "2026-03-09", "--table", store.table]) == 1
+
+    err = capsys.readouterr().err
+    assert "FAILED after 1 of 3 attempt(s); 1 of 4 file(s) failed" in err
+    assert "zz-broken.parquet: ArrowInvalid" in err
+    assert "fix the inputs named above and start a new run, as a bad input is never retried" in err
+    (record,) = store.list_jobs(pipeline="cli")
+    assert (record.attempt, len(record.processing_jobs), record.files_succeeded) == (1, 1, 3)
+    files = {f.key: f for f in store.list_files(record.job_id)}
+    assert (files["zz-broken.parquet"].status, files["zz-broken.parquet"].error_kind) == (
+        FileStatus.FAILED,
+        ErrorKind.INPUT,
+    )
+    # Under a job record the script exits 0 once every file has its result there, so the
+    # processing job completes and uploads the other files' outputs.
+    backend = get_backend("local", root=str(tmp_path / "local"))
+    assert backend.describe(record.processing_jobs[0]).state is ProcessingState.COMPLETED
+    assert {k for k in output_keys(s3, bucket) if k.endswith(".parquet")} == set(tables)
+
+
+def test_run_bad_input_a_model_whose_predict_raises_fails_at_once_naming_the_model(
+    aws, s3, bucket, store, tmp_path, monkeypatch, capsys
+):
+    from support.models import raising_model_bytes
+
+    monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(tmp_path / "local"))
+    model, tables = raising_model_bytes(), demo_dataset((700, 300))
+    seed(s3, bucket, model, tables)
+
+    assert main(["run", str(cli_spec(tmp_path, bucket, model)), "--date", "2026-03-09", "--table", store.table]) == 1
+
+    err = capsys.readouterr().err
+    assert "FAILED after 1 of 3 attempt(s); 2 of 2 file(s) failed" in err
+    assert "ValueError: this model refuses every row" in err
+    assert f"the model s3://{bucket}/models/m.joblib failed on the files named above: fix the model" in err
+    assert "fix the inputs" not in err
+    (record,) = store.list_jobs(pipeline="cli")
+    assert (record.attempt, len(record.processing_jobs)) == (1, 1)
+    assert {f.error_kind for f in store.list_files(record.job_id)} == {ErrorKind.MODEL}
+
+
+@pytest.mark.parametrize("fault", ["model", "bucket", "table"])
+def test_run_bad_input_a_missing_resource_is_one_line_naming_it(
+    aws, s3, bucket, store, tmp_path, monkeypatch, capsys, fault
+):
+    monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(tmp_path / "local"))
+    model = train_demo_model()
+    seed(s3, bucket, model, demo_dataset((200,)))
+    changes: dict = {}
+    table = store.table
+    if fault == "model":
+        changes["model"] = {"uri": f"s3://{bucket}/models/nope.joblib", "sha256": hashlib.sha256(model).hexdigest()}
+        expected = f"FAILED: model s3://{bucket}/models/nope.joblib does not exist: check the spec's model.uri"
+    elif fault == "bucket":
+        changes["input"] = {"prefix": "s3://no-such-bucket-4711/events/dt={{ ds }}/", "format": "parquet"}
+        expected = "FAILED: bucket 'no-such-bucket-4711' does not exist (s3:ListBucket on s3://no-such-bucket-4711/"
+    else:
+        table = "no-such-table"
+        expected = "FAILED: job table 'no-such-table' does not exist in us-east-1: create it"
+
+    assert (
+        main(["run", str(cli_spec(tmp_path, bucket, model, **changes)), "--date", "2026-03-09", "--table", table]) == 1
+    )
+
+    err = capsys.readouterr().err
+    assert err.startswith(expected), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_run_bad_input_an_empty_input_gets_an_output_of_the_jobs_one_schema(
+    aws, s3, bucket, store, tmp_path, monkeypatch
+):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from pyarrow.fs import S3FileSystem
+
+    monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(tmp_path / "local"))
+    model, tables = train_demo_model(), demo_dataset((700, 0, 500))
+    seed(s3, bucket, model, tables)
+
+    assert main(["run", str(cli_spec(tmp_path, bucket, model)), "--date", "2026-03-09", "--table", store.table]) == 0
+
+    filesystem = S3FileSystem(
+        endpoint_override=aws.endpoint_url, access_key="testing", secret_key="testing", region="us-east-1"
+    )
+    dataset = ds.dataset(f"{bucket}/scores/dt=2026-03-09/", format="parquet", filesystem=filesystem)
+    assert len(dataset.files) == 3
+    assert dataset.schema.field("probability").type == pa.float32()
+    assert dataset.to_table().num_rows == 1200

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from shardflow.spec.examples import write_example_specs
@@ -127,3 +128,21 @@ def test_two_hundred_generated_specs_import_as_two_hundred_dags(tmp_path):
     pipelines = [d for d in parsed["dags"] if d.startswith("shardflow_pipeline-")]
     assert len(pipelines) == 200
     assert all(parsed["dags"][d] == ["prepare", "submit", "wait", "publish"] for d in pipelines)
+
+
+def test_a_hostile_template_in_one_spec_leaves_every_good_pipeline_loaded(tmp_path):
+    """Expressions that hung Jinja's sandbox are refused by the template parser at once: the DagBag
+    loads the good pipelines and reports the hostile spec, naming its field."""
+    hostile = spec_named("hostile").replace("dt={{ ds }}/", "dt={{ 9**(9**9) }}/{{ lipsum(10**6) }}/", 1)
+    assert hostile != spec_named("hostile")
+    dags = dags_folder(tmp_path, {"demo": DEMO.read_text(), "second": spec_named("second"), "hostile": hostile})
+
+    started = time.monotonic()
+    parsed = parse_dags(dags, tmp_path, AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="20")
+    assert time.monotonic() - started < 60
+
+    assert {"shardflow_demo", "shardflow_second", "shardflow_adhoc"} <= parsed["dags"].keys()
+    assert "shardflow_hostile" not in parsed["dags"]
+    (where, error), *_ = parsed["errors"].items()
+    assert list(parsed["errors"]) == [where] and where.endswith("shardflow_pipeline_errors.py")
+    assert "hostile.yaml: invalid pipeline spec\n  input.prefix: is not a valid template: {{ 9**(9**9) }}" in error

@@ -2,6 +2,7 @@
 
 import hashlib
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,9 +10,11 @@ import pytest
 from support.records import sample_job_spec, sample_request
 
 from shardflow.compute import get_backend
+from shardflow.compute.local_runner import download_inputs, upload_outputs
 from shardflow.core.ports import ProcessingRequest, ProcessingState
 from shardflow.core.record import FileRecord, JobRecord, JobStatus
-from shardflow.errors import ProcessingJobExists
+from shardflow.core.s3uri import S3Uri
+from shardflow.errors import ProcessingJobExists, UnsafeKey
 from shardflow.local.demo_data import demo_dataset, train_demo_model, upload_dataset
 
 
@@ -99,3 +102,51 @@ def test_stop_ends_a_running_job(tmp_path, request_for):
 
 def test_an_unknown_job_is_none(tmp_path):
     assert get_backend("local", root=str(tmp_path)).describe("nope") is None
+
+
+class RecordingS3:
+    """An S3 client that writes a small file wherever it is asked to download, and records uploads."""
+
+    def __init__(self) -> None:
+        self.uploads: list[str] = []
+
+    def download_file(self, bucket: str, key: str, path: str) -> None:
+        Path(path).write_bytes(b"PAR1")
+
+    def upload_file(self, path: str, bucket: str, key: str) -> None:
+        self.uploads.append(key)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["../" * 20 + "{outside}/pwned.parquet", "/{outside}/pwned.parquet", "a/../../../outside/pwned.parquet"],
+)
+def test_hostile_keys_in_a_request_are_never_downloaded_by_the_runner(tmp_path, relative):
+    root, outside = tmp_path / "local", tmp_path / "outside"
+    into = root / "job-h1" / "algo-1" / "opt/ml/processing/input/data"
+    into.mkdir(parents=True)
+    outside.mkdir()
+    hostile = "in/" + relative.format(outside=outside.as_posix().lstrip("/"))
+    s3 = RecordingS3()
+
+    with pytest.raises(UnsafeKey, match="is refused"):
+        download_inputs(s3, S3Uri("bucket", "in/"), ["in/part-0000.parquet", hostile], into)
+
+    assert list(outside.iterdir()) == []
+    assert list(into.iterdir()) == []  # checked before anything is written, the good key included
+
+
+def test_hostile_links_and_names_in_an_instances_output_are_never_uploaded(tmp_path):
+    output, secret = tmp_path / "output", tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("not for S3")
+    (output / "late").mkdir(parents=True)
+    (output / "late" / "part-0001.parquet").write_bytes(b"PAR1")
+    (output / "link.parquet").symlink_to(secret)
+    (output / "folder-link").symlink_to(secret.parent, target_is_directory=True)
+    (output / "bad\\name.parquet").write_bytes(b"PAR1")
+    s3 = RecordingS3()
+
+    assert upload_outputs(s3, [output], S3Uri("bucket", "out/")) == 1
+
+    assert s3.uploads == ["out/late/part-0001.parquet"]

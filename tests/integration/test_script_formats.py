@@ -103,3 +103,24 @@ def test_json_lines_and_an_empty_parquet_file_get_outputs_of_the_same_name(tmp_p
     assert output.column_names == [*empty.column_names, "prediction", "probability"]
     manifest = json.loads((parquet_out / "_manifests" / "local-algo-1.json").read_text())
     assert [(f["input"], f["rows"]) for f in manifest["files"]] == [("empty.parquet", 0)]
+
+
+def test_bad_input_an_empty_inputs_output_has_the_jobs_one_schema(tmp_path, tables):
+    """XGBoost's probabilities are float32: the output of an input without rows (where the model
+    is not run on data) must say float32 too, so the prefix reads as one dataset."""
+    import pyarrow.dataset as ds
+
+    model = tmp_path / "model.joblib"
+    model.write_bytes(train_demo_model())
+    inputs = tmp_path / "in"
+    for relative, table in tables.items():
+        (inputs / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, inputs / relative)
+    result = _run(inputs, tmp_path / "out", model)
+    assert result.returncode == 0, result.stderr
+
+    dataset = ds.dataset(tmp_path / "out", format="parquet")  # _manifests/ is skipped, as a '_' folder
+    assert dataset.schema.field("probability").type == pa.float32()
+    assert {pq.read_schema(path) for path in dataset.files} == {dataset.schema}
+    assert dataset.to_table().num_rows == sum(t.num_rows for t in tables.values())
+    assert sorted(Path(path).relative_to(tmp_path / "out").as_posix() for path in dataset.files) == sorted(tables)

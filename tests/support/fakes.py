@@ -11,7 +11,7 @@ from typing import IO, Any
 from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
 from shardflow.core.record import FileRecord, JobRecord, JobStatus, check_transition
 from shardflow.core.s3uri import S3Object, S3Uri
-from shardflow.errors import JobConflict, JobNotFound, ProcessingJobExists, ProcessingRequestRefused
+from shardflow.errors import JobConflict, JobNotFound, ObjectNotFound, ProcessingJobExists, ProcessingRequestRefused
 
 __all__ = ["FakeBackend", "InMemoryJobStore", "InMemoryObjectStore"]
 
@@ -22,8 +22,8 @@ _FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def _copy(record: JobRecord) -> JobRecord:
-    """A record as a read returns it: its list is its own, as if decoded from an item."""
-    return replace(record, processing_jobs=list(record.processing_jobs))
+    """A record as a read returns it: its lists are its own, as if decoded from an item."""
+    return replace(record, processing_jobs=list(record.processing_jobs), refused_files=list(record.refused_files))
 
 
 class InMemoryJobStore:
@@ -109,7 +109,8 @@ class InMemoryJobStore:
 
 
 class InMemoryObjectStore:
-    """Buckets in a dict, with S3's listing order (UTF-8 bytes of the key)."""
+    """Buckets in a dict, with S3's listing order (UTF-8 bytes of the key); a missing object is
+    :class:`~shardflow.errors.ObjectNotFound`, as :class:`shardflow.aws.s3.S3ObjectStore` says it."""
 
     def __init__(self) -> None:
         self.objects: dict[S3Uri, bytes] = {}
@@ -136,7 +137,7 @@ class InMemoryObjectStore:
 
     def _body(self, uri: S3Uri) -> bytes:
         if uri not in self.objects:
-            raise FileNotFoundError(f"NoSuchKey: {uri}")
+            raise ObjectNotFound(f"no object at {uri}: check the address (and that it was uploaded)")
         return self.objects[uri]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from shardflow.local.demo_data import train_demo_model
 
-__all__ = ["PacedModel", "paced_model_bytes"]
+__all__ = ["PacedModel", "RaisingModel", "paced_model_bytes", "raising_model_bytes"]
 
 
 class PacedModel:
@@ -44,4 +44,27 @@ def paced_model_bytes(seconds_per_call: float) -> bytes:
 
     buffer = io.BytesIO()
     joblib.dump(PacedModel(joblib.load(io.BytesIO(train_demo_model())), seconds_per_call), buffer)
+    return buffer.getvalue()
+
+
+class RaisingModel(PacedModel):
+    """A real model whose ``predict`` and ``predict_proba`` raise on any data: a model error, which
+    no attempt can fix."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model, 0.0)
+
+    def predict(self, x: Any) -> Any:
+        raise ValueError("this model refuses every row: it was saved half-trained")
+
+    def predict_proba(self, x: Any) -> Any:
+        raise ValueError("this model refuses every row: it was saved half-trained")
+
+
+def raising_model_bytes() -> bytes:
+    """The demo model wrapped in :class:`RaisingModel`, as joblib bytes."""
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(RaisingModel(joblib.load(io.BytesIO(train_demo_model()))), buffer)
     return buffer.getvalue()

@@ -19,7 +19,7 @@ from support.records import sample_job_spec
 from shardflow.core.job import JobSpec
 from shardflow.core.planning import assign_shards
 from shardflow.core.prepare import prepare_job
-from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus, utcnow
+from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, utcnow
 from shardflow.core.s3uri import S3Uri
 from shardflow.local.demo_data import DEMO_FEATURES, demo_dataset, train_demo_model
 
@@ -136,13 +136,14 @@ class ScriptDouble:
         self,
         job_id: str,
         *,
-        fail: Mapping[str, str] | None = None,
+        fail: Mapping[str, str | tuple[ErrorKind, str]] | None = None,
         unreported: Collection[str] = (),
         upload: bool = True,
     ) -> str:
         """Run the job's current attempt; returns its processing job's name.
 
-        :param fail: input keys (relative) the script fails, with their error.
+        :param fail: input keys (relative) the script fails, with their error, classified as the
+            script classifies it (``(ErrorKind.INPUT, "...")``) or not at all (a bare message).
         :param unreported: input keys the script never reports (its instance died first).
         :param upload: whether the outputs and manifests reach the object store.
         """
@@ -174,11 +175,18 @@ class ScriptDouble:
         return str(name)
 
     def _predict(
-        self, relative: str, prefix: S3Uri, output: S3Uri, name: str | None, fail: Mapping[str, str], upload: bool
+        self,
+        relative: str,
+        prefix: S3Uri,
+        output: S3Uri,
+        name: str | None,
+        fail: Mapping[str, str | tuple[ErrorKind, str]],
+        upload: bool,
     ) -> FileRecord:
         size = len(self.objects.read(prefix.join(relative)))
         if relative in fail:
-            return FileRecord(relative, size, FileStatus.FAILED, error=fail[relative], processing_job=name)
+            kind, error = (None, fail[relative]) if isinstance(fail[relative], str) else fail[relative]
+            return FileRecord(relative, size, FileStatus.FAILED, error=str(error), processing_job=name, error_kind=kind)
         table = pq.read_table(pa.BufferReader(self.objects.read(prefix.join(relative))))
         predictions = self.model.predict(table.select(DEMO_FEATURES).to_pandas())
         result = table.select(["id"]).append_column("prediction", pa.array(predictions))

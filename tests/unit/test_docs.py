@@ -202,7 +202,7 @@ def test_the_parsers_refuse_what_the_docs_must_not_show():
     assert parse_shardflow(["run", "dags/pipelines/demo.yaml"]) is not None  # --date is required
     assert parse_shardflow(["jobs", "--status", "FAILED"]) is None
     assert parse_script(["--workers", "2", "--shards", "3"]) is not None
-    assert _make_problem(["make", "up"], make_targets()) is not None
+    assert _make_problem(["make", "upp"], make_targets()) is not None
     assert _make_problem(["make", "bench", "BENCH=--quick"], make_targets()) is None
 
 

@@ -13,9 +13,10 @@ from shardflow.core.lifecycle import advance_job, retry_at, settle_job, submit_j
 from shardflow.core.planning import processing_job_name
 from shardflow.core.ports import ProcessingRequest, ProcessingState
 from shardflow.core.prepare import prepare_job
-from shardflow.core.record import FileStatus, JobStatus, parse_time
+from shardflow.core.publish import publish_job
+from shardflow.core.record import ErrorKind, FileStatus, JobStatus, parse_time
 from shardflow.core.s3uri import S3Uri
-from shardflow.errors import JobFailed
+from shardflow.errors import JobFailed, PublishError
 
 COMPLETED, FAILED = ProcessingState.COMPLETED, ProcessingState.FAILED
 KEYS = ("late/part-0001.parquet", "late/part-0003.parquet", "part-0000.parquet", "part-0002.parquet")
@@ -345,3 +346,92 @@ def test_the_wait_outlasts_every_attempts_runtime_and_backoff(attempts, runtime,
     needed = attempts * runtime + sum(delay.total_seconds() for delay in backoffs)
 
     assert wait_timeout_seconds(attempts, runtime, backoff) >= needed
+
+
+def test_a_bad_input_is_never_resubmitted_and_the_job_fails_at_once(job_store, object_store, backend, prepared, script):
+    job = prepared(max_attempts=3)
+    submit_job(job.job_id, job_store, backend)
+    backend.set_state(script.run(job.job_id, fail={"part-0000.parquet": (ErrorKind.INPUT, UNREADABLE)}), COMPLETED)
+
+    with pytest.raises(JobFailed) as failure:
+        advance_job(job.job_id, job_store, backend, object_store)
+
+    assert str(failure.value).splitlines() == [
+        f"job {job.job_id} FAILED after 1 of 3 attempt(s); 1 of 4 file(s) failed. What went wrong:",
+        f"part-0000.parquet: {UNREADABLE}",
+        "The outputs of the 3 file(s) that succeeded are kept under s3://shardflow-unit/out/; "
+        "fix the inputs named above and start a new run, as a bad input is never retried.",
+    ]
+    stored = job_store.get_job(job.job_id)
+    assert (stored.status, stored.attempt, len(stored.processing_jobs)) == (JobStatus.FAILED, 1, 1)
+    with pytest.raises(JobFailed, match="a bad input is never retried"):
+        submit_job(job.job_id, job_store, backend)  # a cleared submit task starts nothing either
+    assert len(backend.requests) == 1
+    assert not job_store.get_job(job.job_id).status.is_active
+
+
+def test_a_bad_input_model_error_names_the_model_and_is_never_resubmitted(
+    job_store, object_store, backend, prepared, script
+):
+    job = prepared(max_attempts=3)
+    submit_job(job.job_id, job_store, backend)
+    raised = (ErrorKind.MODEL, "XGBoostError: feature_names mismatch")
+    backend.set_state(script.run(job.job_id, fail=dict.fromkeys(KEYS, raised)), COMPLETED)
+
+    with pytest.raises(JobFailed) as failure:
+        advance_job(job.job_id, job_store, backend, object_store)
+
+    message = str(failure.value)
+    assert "FAILED after 1 of 3 attempt(s); 4 of 4 file(s) failed" in message
+    assert message.endswith(
+        "the model s3://shardflow-unit/models/demo.joblib failed on the files named above: fix the model "
+        "(or the spec's model) and start a new run, as a model error is never retried."
+    )
+    assert "fix the inputs" not in message
+    assert len(backend.requests) == 1
+
+
+def test_a_bad_input_beside_a_transient_failure_resubmits_only_the_transient_file(
+    job_store, object_store, backend, prepared, script
+):
+    job = prepared(max_attempts=3)
+    submit_job(job.job_id, job_store, backend)
+    fail = {
+        "part-0000.parquet": (ErrorKind.INPUT, UNREADABLE),
+        "part-0002.parquet": (ErrorKind.TRANSIENT, "two workers died on this file, so it was not predicted"),
+    }
+    backend.set_state(script.run(job.job_id, fail=fail), COMPLETED)
+
+    progress = advance_job(job.job_id, job_store, backend, object_store)
+
+    assert (progress.record.status, progress.record.attempt) == (JobStatus.SUBMITTED, 2)
+    assert backend.requests[-1].input_keys == ("in/part-0002.parquet",)
+    backend.set_state(script.run(job.job_id), COMPLETED)
+    with pytest.raises(JobFailed, match=r"FAILED after 2 of 3 attempt\(s\); 1 of 4 file\(s\) failed") as failure:
+        advance_job(job.job_id, job_store, backend, object_store)
+    assert f"part-0000.parquet: {UNREADABLE}" in str(failure.value)
+    assert len(backend.requests) == 2
+
+
+def test_hostile_keys_refused_at_prepare_fail_the_job_once_the_good_files_are_done(
+    job_store, object_store, backend, prepared, script
+):
+    object_store.put(S3Uri("shardflow-unit", "in/a/../../b.parquet"), b"PAR1 never read")
+    job = prepared(max_attempts=3)
+
+    submit_job(job.job_id, job_store, backend)
+    assert backend.requests[-1].input_keys == tuple(f"in/{key}" for key in KEYS)
+    backend.set_state(script.run(job.job_id), COMPLETED)
+    with pytest.raises(JobFailed) as failure:
+        advance_job(job.job_id, job_store, backend, object_store)
+
+    message = str(failure.value)
+    assert "FAILED after 1 of 3 attempt(s); 0 of 4 file(s) failed" in message
+    assert (
+        "1 input key(s) refused and never read: key 'in/a/../../b.parquet' is refused: it has a '..' segment" in message
+    )
+    assert "as a bad input is never retried" in message
+    assert len(backend.requests) == 1
+    assert object_store.read(S3Uri("shardflow-unit", "out/part-0000.parquet"))  # the good outputs are kept
+    with pytest.raises(PublishError, match="is FAILED, not SUCCEEDED"):
+        publish_job(job.job_id, job_store, object_store)

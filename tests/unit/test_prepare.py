@@ -163,3 +163,106 @@ def test_prepare_reads_the_schema_from_the_footer_not_the_whole_input(job_store,
     size = len(objects.objects[big])
     assert size > 5_000_000
     assert 0 < objects.bytes_read[big] < size // 20
+
+
+HOSTILE_KEYS = {
+    "in/../../../../../../../../../../../tmp/x/pwned.parquet": "'..' segment",
+    "in//tmp/x/pwned.parquet": "starts with '/'",
+    "in/a/../b.parquet": "'..' segment",
+    "in/late\n/part.parquet": "control character",
+    "in/..\\evil.parquet": "backslash",
+}
+
+
+def test_hostile_keys_are_bad_inputs_named_in_the_record_and_never_given_a_file_item(
+    object_store, job_store, prepared, tables
+):
+    body = parquet_bytes(tables["part-0000.parquet"])
+    for key in HOSTILE_KEYS:
+        object_store.put(S3Uri("shardflow-unit", key), body)
+
+    record = prepared()
+
+    assert record.files_total == 4 and record.files_refused == len(HOSTILE_KEYS)
+    assert len(record.refused_files) == len(HOSTILE_KEYS)
+    for key, reason in HOSTILE_KEYS.items():
+        (line,) = [r for r in record.refused_files if repr(key) in r]
+        assert reason in line
+    assert job_store.get_job(record.job_id) == record
+    keys = [f.key for f in job_store.list_files(record.job_id)]
+    assert keys == ["late/part-0001.parquet", "late/part-0003.parquet", "part-0000.parquet", "part-0002.parquet"]
+
+
+def test_hostile_keys_beyond_twenty_are_counted_not_listed(object_store, job_store, prepared, tables):
+    body = parquet_bytes(tables["part-0000.parquet"])
+    for index in range(50):
+        object_store.put(S3Uri("shardflow-unit", f"in/x//{index}.parquet"), body)
+
+    record = prepared()
+
+    assert (record.files_refused, len(record.refused_files), record.files_total) == (50, 20, 4)
+
+
+def test_hostile_keys_only_are_refused_before_any_job_is_written(object_store, job_store, job_spec, demo_model, tables):
+    object_store.put(S3Uri.parse(MODEL_URI), demo_model)
+    object_store.put(S3Uri("shardflow-unit", "in/a/../b.parquet"), parquet_bytes(tables["part-0000.parquet"]))
+    job = job_spec()
+
+    with pytest.raises(PrepareError, match=r"every one of the 1 parquet key\(s\) under s3://shardflow-unit/in/"):
+        prepare_job(job, job_store, object_store)
+
+    with pytest.raises(JobNotFound):
+        job_store.get_job(job_id_for_run(job.pipeline, job.dag_id, job.run_id))
+
+
+@pytest.mark.parametrize(
+    ("artifact", "words"),
+    [
+        ({"weights": [1, 2, 3]}, "is a dict, not a model: it has no predict method"),
+        ("a string", "is a str, not a model: it has no predict method"),
+        (None, "cannot be loaded with joblib"),
+    ],
+)
+def test_bad_input_a_joblib_that_is_not_a_model_is_refused_naming_it(
+    object_store, job_store, job_spec, upload, tables, tmp_path, artifact, words
+):
+    path = tmp_path / "artifact.joblib"
+    if artifact is None:
+        path.write_bytes(b"not a joblib file at all")
+    else:
+        joblib.dump(artifact, path)
+    object_store.put(S3Uri.parse(MODEL_URI), path.read_bytes())
+    upload(tables)
+
+    with pytest.raises(PrepareError) as refused:
+        prepare_job(job_spec(model_sha256=hashlib.sha256(path.read_bytes()).hexdigest()), job_store, object_store)
+
+    assert str(refused.value).startswith(f"model {MODEL_URI} ")
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_bad_input_a_missing_model_uri_is_one_line_naming_it(object_store, job_store, job_spec, upload, tables):
+    upload(tables)
+
+    with pytest.raises(PrepareError) as refused:
+        prepare_job(job_spec(), job_store, object_store)
+
+    assert str(refused.value) == (
+        f"model {MODEL_URI} does not exist: check the spec's model.uri (and that the model was uploaded)"
+    )
+
+
+def test_bad_input_a_feature_column_that_is_not_a_number_is_refused_at_prepare(
+    object_store, job_store, prepared, tables
+):
+    tables.update(
+        {key: table.set_column(3, "f2", table.column("f2").cast(pa.string())) for key, table in tables.items()}
+    )
+
+    with pytest.raises(PrepareError) as refused:
+        prepared()
+
+    assert str(refused.value) == (
+        "s3://shardflow-unit/in/late/part-0001.parquet: the model's feature column(s) f2 (string) are not numbers: "
+        "fix the input data or the spec's model"
+    )

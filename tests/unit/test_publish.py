@@ -110,3 +110,23 @@ def test_publish_refuses_outputs_that_do_not_match_the_record(object_store, job_
     assert str(refused.value).removeprefix(f"job {succeeded.job_id}: ").splitlines() == lines
     assert not list(object_store.list(OUTPUT.join("_SUCCESS")))
     assert not list(object_store.list(OUTPUT.join("_manifest.json")))
+
+
+def point_outside(content: dict) -> None:
+    content["files"][0]["output"] = "../../../tmp/x/pwned.parquet"
+
+
+def test_publish_refuses_a_hostile_manifest_entry_that_leads_outside_the_prefix(object_store, job_store, succeeded):
+    rewrite(1, 1, point_outside)(object_store, succeeded)
+
+    with pytest.raises(PublishError) as refused:
+        publish_job(succeeded.job_id, job_store, object_store)
+
+    lines = str(refused.value).removeprefix(f"job {succeeded.job_id}: ").splitlines()
+    assert lines[:2] == [
+        MISMATCH,
+        "manifest output '../../../tmp/x/pwned.parquet' is refused: "
+        "it has a '..' segment, which climbs out of its folder",
+    ]
+    assert not list(object_store.list(OUTPUT.join("_SUCCESS")))
+    assert not [o.key for o in object_store.list(S3Uri("shardflow-unit", "")) if "pwned" in o.key]

@@ -52,6 +52,13 @@ def prepare_and_report(job: JobSpec, hook: ShardflowHook, log: Any) -> str:
         record.input_prefix,
         record.output_prefix,
     )
+    if record.files_refused:
+        log.warning(
+            "job %s: %d input key(s) refused and never read; the job will fail for them:\n%s",
+            record.job_id,
+            record.files_refused,
+            "\n".join(record.refused_files),
+        )
     return record.job_id
 
 

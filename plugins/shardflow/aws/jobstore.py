@@ -5,25 +5,28 @@ One table holds a job item (``pk=JOB#<id>, sk=JOB``) and one small item per inpu
 (``sk=FILE#<relative key>``). The job item keeps the job's description nested under ``job``
 (a versioned :class:`~shardflow.core.job.JobSpec`) and the attributes the indexes read
 (``pipeline``, ``created_at``, ``status``, ``updated_at``) at the top. Every status change is a
-write conditioned on the version read.
+write conditioned on the version read. A missing table or a refused access is a named error that
+says which table and what to do; botocore's traceback goes to the debug log.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, fields, replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from shardflow.core.job import JOB_SPEC_VERSION, JobSpec
-from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus, check_transition, utcnow
-from shardflow.errors import JobConflict, JobNotFound, ShardflowError
+from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, check_transition, utcnow
+from shardflow.errors import AccessDenied, JobConflict, JobNotFound, JobTableNotFound, ResourceError, ShardflowError
 
 __all__ = ["JobStore", "job_from_item", "job_id_of_item", "job_key"]
 
@@ -32,6 +35,11 @@ _FILE_SK = "FILE#"
 _JOB_PK = "JOB#"
 _RETENTION = timedelta(days=90)
 
+
+log = logging.getLogger(__name__)
+_DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -76,6 +84,7 @@ def job_from_item(item: Mapping[str, Any]) -> JobRecord:
         raise ShardflowError(f"job {values.get('job_id')!r}: its stored description is invalid:\n{error}") from None
     values["status"] = JobStatus(values["status"])
     values["processing_jobs"] = list(values.get("processing_jobs", []))
+    values["refused_files"] = list(values.get("refused_files", []))
     return JobRecord(**values)
 
 
@@ -104,7 +113,25 @@ def _file_from_item(item: Mapping[str, Any]) -> FileRecord:
         error=values.get("error"),
         processing_job=values.get("processing_job"),
         seconds=float(values["seconds"]) if "seconds" in values else None,
+        error_kind=ErrorKind(values["error_kind"]) if "error_kind" in values else None,
     )
+
+
+def _named_faults(method: Callable[Concatenate[JobStore, _P], _R]) -> Callable[Concatenate[JobStore, _P], _R]:
+    """A missing table or refused access, raised as the named error; any other fault unchanged."""
+
+    @functools.wraps(method)
+    def call(store: JobStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(store, *args, **kwargs)
+        except ClientError as error:
+            named = store.named_error(error)
+            if named is None:
+                raise
+            log.debug("job table %s refused %s", store.table, method.__name__, exc_info=error)
+            raise named from None
+
+    return call
 
 
 class JobStore:
@@ -118,6 +145,22 @@ class JobStore:
     def __init__(self, client: Any, table: str) -> None:
         self.client = client
         self.table = table
+
+    def named_error(self, error: ClientError) -> ResourceError | None:
+        """The named error for DynamoDB's ``error`` on this table, or ``None`` for other faults."""
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        region = getattr(getattr(self.client, "meta", None), "region_name", None) or "the configured region"
+        if code == "ResourceNotFoundException":
+            return JobTableNotFound(
+                f"job table {self.table!r} does not exist in {region}: create it (infra/ has its CloudFormation), "
+                "or name the right one (SHARDFLOW_JOB_TABLE, or --table for the shardflow command)"
+            )
+        if code in _DENIED:
+            return AccessDenied(
+                f"access denied to job table {self.table!r} in {region} ({code}): give the credentials in use "
+                "dynamodb:GetItem, PutItem, UpdateItem, Query and BatchWriteItem on it"
+            )
+        return None
 
     def create_table(self) -> None:
         """Create the table and its indexes (production uses ``infra/``; this is for local stacks)."""
@@ -153,6 +196,7 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------------
 
+    @_named_faults
     def create_job(self, record: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
         """Write a new job and its file list; if the job exists already, return it unchanged (its
         files' results included: a prepare run again must not send finished files back to PENDING)."""
@@ -176,12 +220,14 @@ class JobStore:
             return self.get_job(record.job_id)
         return record
 
+    @_named_faults
     def get_job(self, job_id: str) -> JobRecord:
         response = self.client.get_item(TableName=self.table, Key=job_key(job_id), ConsistentRead=True)
         if "Item" not in response:
             raise JobNotFound(f"no job {job_id!r} in table {self.table!r}")
         return job_from_item(response["Item"])
 
+    @_named_faults
     def transition(self, record: JobRecord, to: JobStatus, **changes: Any) -> JobRecord:
         """Move ``record`` to status ``to``, writing ``changes`` with it, if nobody else wrote first.
 
@@ -224,6 +270,7 @@ class JobStore:
             ) from None
         return replace(record, **{k: v for k, v in values.items() if k != "status"}, status=to)
 
+    @_named_faults
     def heartbeat(self, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> bool:
         """Say the attempt's script is alive and add the files and rows it finished since the last
         beat. Not a status change, so the version stays. An attempt that is no longer the job's
@@ -247,6 +294,7 @@ class JobStore:
             return False
         return True
 
+    @_named_faults
     def list_jobs(
         self, pipeline: str | None = None, status: JobStatus | None = None, limit: int = 50
     ) -> list[JobRecord]:
@@ -270,9 +318,11 @@ class JobStore:
 
     # -- files --------------------------------------------------------------------------------
 
+    @_named_faults
     def list_files(self, job_id: str) -> list[FileRecord]:
         return [_file_from_item(item) for item in self._query_files(job_id)]
 
+    @_named_faults
     def record_file_results(self, job_id: str, results: Iterable[FileRecord]) -> None:
         """Store per-file outcomes in batches of 25 (one BatchWriteItem each), never per row."""
         expires_at = int(time.time() + _RETENTION.total_seconds())
@@ -298,6 +348,7 @@ class JobStore:
             "error": record.error,
             "processing_job": record.processing_job,
             "seconds": None if record.seconds is None else round(record.seconds, 3),
+            "error_kind": None if record.error_kind is None else str(record.error_kind),
             "updated_at": utcnow(),
         }
         return {

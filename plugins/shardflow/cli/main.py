@@ -9,8 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shardflow.cli.platform import apply_local_platform
+from shardflow.cli.platform import register as register_platform_commands
 from shardflow.core.record import JobStatus
 from shardflow.core.status_table import format_jobs, format_table
+from shardflow.errors import ShardflowError
 
 __all__ = ["main"]
 
@@ -111,6 +114,8 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     import boto3
 
     from shardflow.aws.jobstore import JobStore
@@ -129,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         run_pipeline(spec, args.date, store, S3ObjectStore(boto3.client("s3")), output_prefix=args.output_prefix)
     except ShardflowError as error:
+        # The message names what failed and what to do; the traceback is for debugging only.
+        logging.getLogger("shardflow.cli").debug("shardflow run %s failed", args.spec, exc_info=error)
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
     return 0
@@ -218,8 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("prefix", help="where to put them, e.g. s3://my-bucket/ (models/ and events/ go under it)")
     seed.add_argument("--date", default="2026-01-01", help="the day of inputs to write (default 2026-01-01)")
     seed.set_defaults(run=_seed_demo)
+    register_platform_commands(commands)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    if args.command not in ("up", "down", "status", "demo"):
+        apply_local_platform()
+    try:
+        return int(args.run(args))
+    except ShardflowError as error:  # its message names what failed and what to do
+        print(f"shardflow {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def run_pipeline(
     backend = get_backend(spec.compute.backend, **backend_config)
     record = prepare_job(job, store, objects)
     say(f"job {record.job_id}: {record.files_total} file(s) under {record.input_prefix} -> {record.output_prefix}")
+    if record.files_refused:
+        say(f"{record.files_refused} key(s) refused and never read, e.g. {record.refused_files[0]}")
     record = submit_job(record.job_id, store, backend)
     say(f"attempt {record.attempt}: processing job {record.current_processing_job} on the {backend.name} backend")
     deadline = time.monotonic() + wait_timeout_seconds(

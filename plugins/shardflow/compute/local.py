@@ -21,7 +21,7 @@ from typing import Any
 from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
 from shardflow.errors import ProcessingJobExists
 
-__all__ = ["LocalBackend", "default_root", "default_script"]
+__all__ = ["LocalBackend", "default_root", "default_script", "pid_alive"]
 
 
 def default_root() -> Path:
@@ -36,10 +36,10 @@ def default_script() -> Path:
     return Path(__file__).resolve().parents[3] / "processing_scripts" / "batch_predict.py"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has exited: only its parent has not collected it)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            # A zombie has exited: only its parent has not collected it yet.
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
@@ -110,7 +110,7 @@ class LocalBackend:
             return None
         state = ProcessingState(status["state"])
         pid = self._runner_pid(self.job_dir(job_name))
-        if not state.is_final and pid is not None and not _pid_alive(pid):
+        if not state.is_final and pid is not None and not pid_alive(pid):
             if (self.job_dir(job_name) / "stop_requested").exists():
                 return ProcessingStatus(ProcessingState.STOPPED, "stopped on request")
             return ProcessingStatus(ProcessingState.FAILED, "the local runner process died without a result")

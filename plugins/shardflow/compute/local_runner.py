@@ -5,6 +5,10 @@ Run as ``python -m shardflow.compute.local_runner JOB_DIR``. It lays out each in
 inputs and a copy of the model, runs the processing script once per instance with the container's
 command line and environment, uploads what the instances wrote (at the end of the job, only if
 every instance succeeded, as SageMaker does), and records the outcome in ``status.json``.
+
+Every key it turns into a path, and every path into a key, is checked by
+:mod:`shardflow.core.keys` first: nothing is written outside the job's folder, and nothing but the
+instances' own regular files is uploaded.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
+from shardflow.aws.s3 import named_s3_error
 from shardflow.compute.local import write_status
-from shardflow.contract import ENV_CONFIG_DIR, ENV_PROCESSING_JOB
+from shardflow.contract import ENV_CONFIG_DIR, ENV_PROCESSING_JOB, ExitCode
 from shardflow.core.invocation import ScriptOptions
+from shardflow.core.keys import contained_path, relative_key
 from shardflow.core.planning import assign_shards
 from shardflow.core.ports import ProcessingRequest, ProcessingState
 from shardflow.core.s3uri import S3Uri
+from shardflow.errors import UnsafeKey
 
 log = logging.getLogger("shardflow.local_runner")
 
@@ -91,23 +99,55 @@ class Instance:
         code = self.process.returncode
         if code == 0:
             return None
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if code < 0:
+            how = f"was killed by signal {-code}"
+        elif code in {c.value for c in ExitCode}:
+            how = f"exited with code {code} ({ExitCode(code).meaning})"
+        else:
+            how = f"exited with code {code}"
         return f"instance {self.host} {how}; last lines of its log:\n{_tail(self.log_path)}"
 
 
-def _download_inputs(s3: Any, prefix: S3Uri, keys: list[str], into: Path) -> None:
-    for key in keys:
-        relative = key[len(prefix.key) :] if key.startswith(prefix.key) else key.rsplit("/", 1)[-1]
-        target = into / relative
+def _download(s3: Any, uri: S3Uri, target: Path) -> None:
+    try:
+        s3.download_file(uri.bucket, uri.key, str(target))
+    except ClientError as error:
+        named = named_s3_error(error, uri, "s3:GetObject")
+        if named is None:
+            raise
+        raise named from None
+
+
+def download_inputs(s3: Any, prefix: S3Uri, keys: list[str], into: Path) -> None:
+    """Download each key to its path under ``into``, relative to ``prefix``.
+
+    :raises UnsafeKey: a key that is not a plain relative path under the prefix, before anything
+        is written (prepare refuses those keys; a request that holds one was not made by it).
+    """
+    targets = [contained_path(into, relative_key(prefix.key, key)) for key in keys]
+    for key, target in zip(keys, targets, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(prefix.bucket, key, str(target))
+        _download(s3, S3Uri(prefix.bucket, key), target)
 
 
-def _upload_outputs(s3: Any, outputs: list[Path], prefix: S3Uri) -> int:
+def upload_outputs(s3: Any, outputs: list[Path], prefix: S3Uri) -> int:
+    """Upload every regular file under each folder to its relative key under ``prefix``. A link,
+    or a name that is not a plain relative key, is left behind with a warning: an instance must
+    not be able to upload what lies outside its folder."""
     count = 0
     for output_dir in outputs:
-        for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
-            s3.upload_file(str(path), prefix.bucket, prefix.key + path.relative_to(output_dir).as_posix())
+        for path in sorted(output_dir.rglob("*")):
+            if path.is_dir() and not path.is_symlink():
+                continue
+            relative = path.relative_to(output_dir).as_posix()
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise UnsafeKey(f"{relative!r} is not a regular file")
+                contained_path(output_dir, relative)
+            except UnsafeKey as error:
+                log.warning("not uploading %s: %s", path, error)
+                continue
+            s3.upload_file(str(path), prefix.bucket, prefix.key + relative)
             count += 1
     return count
 
@@ -148,14 +188,14 @@ def run(job_dir: Path) -> ProcessingState:
         hosts = [f"algo-{i + 1}" for i in range(count)]
         shards = assign_shards(sorted(request.input_keys), count)
         model_uri = S3Uri.parse(job.model.uri)
-        model_file = job_dir / "model" / model_uri.name
+        model_file = contained_path(job_dir / "model", model_uri.name)
         model_file.parent.mkdir(exist_ok=True)
-        s3.download_file(model_uri.bucket, model_uri.key, str(model_file))
+        _download(s3, model_uri, model_file)
         workers = max(1, (os.cpu_count() or 1) // count)
         input_prefix = S3Uri.parse(job.input.prefix)
         for host, shard in zip(hosts, shards, strict=True):
             instance = Instance(job_dir, host, hosts)
-            _download_inputs(s3, input_prefix, shard, instance.input_dir)
+            download_inputs(s3, input_prefix, shard, instance.input_dir)
             model_copy = instance.model_dir / model_file.name
             shutil.copyfile(model_file, model_copy)  # FullyReplicated: every instance has its own
             instances.append(instance)
@@ -170,7 +210,7 @@ def run(job_dir: Path) -> ProcessingState:
         if failures:
             write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": "\n".join(failures)})
             return ProcessingState.FAILED
-        uploaded = _upload_outputs(s3, [i.output_dir for i in instances], S3Uri.parse(job.output.prefix))
+        uploaded = upload_outputs(s3, [i.output_dir for i in instances], S3Uri.parse(job.output.prefix))
         log.info("job %s: %d instances done, %d objects uploaded", request.job_name, count, uploaded)
         write_status(job_dir, {"state": ProcessingState.COMPLETED, "seconds": time.monotonic() - started})
         return ProcessingState.COMPLETED

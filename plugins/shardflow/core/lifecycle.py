@@ -13,7 +13,7 @@ from typing import Any
 
 from shardflow.core.planning import processing_job_name
 from shardflow.core.ports import ComputeBackend, JobStorePort, ObjectStore, ProcessingRequest, ProcessingState
-from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus, parse_time
+from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, parse_time
 from shardflow.core.s3uri import S3Uri
 from shardflow.errors import JobFailed, ProcessingJobExists, ProcessingRequestRefused
 
@@ -46,7 +46,11 @@ def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> Job
     """Start the job's next attempt, or reconnect to the one already running.
 
     The processing job's name is stored in the record before the job is started, so a retried
-    task finds it and never pays twice; a new attempt covers only the files that did not succeed.
+    task finds it and never pays twice; a new attempt covers only the files that did not succeed
+    and may succeed yet (:attr:`FileRecord.retryable`): a bad input or a model error is never
+    resubmitted.
+
+    :raises JobFailed: the job is cancelled, out of attempts, or has nothing left to retry.
     """
     record = store.get_job(job_id)
     if record.status is JobStatus.SUCCEEDED:
@@ -55,14 +59,17 @@ def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> Job
         name = record.current_processing_job
         assert name is not None
         if backend.describe(name) is None:  # recorded, but the task died before starting it
-            files = [f for f in store.list_files(job_id) if f.status is not FileStatus.SUCCEEDED]
+            files = [f for f in store.list_files(job_id) if f.retryable]
             _start(store, backend, record, _request(record, name, files, store.table))
         return record
     if record.status is JobStatus.CANCELLED:
         raise JobFailed(f"job {job_id} was cancelled")
     if record.status is JobStatus.FAILED and record.attempt >= record.max_attempts:
         raise JobFailed(f"job {job_id} failed after {record.attempt} attempt(s): {record.error}")
-    files = [f for f in store.list_files(job_id) if f.status is not FileStatus.SUCCEEDED]
+    all_files = store.list_files(job_id)
+    files = [f for f in all_files if f.retryable]
+    if record.status is JobStatus.FAILED and not files:
+        raise JobFailed(failure_message(record, all_files))
     attempt = record.attempt + 1
     name = processing_job_name(job_id, attempt)
     record = store.transition(
@@ -134,7 +141,7 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
 
     The record says what each file did; the backend says whether the job as a whole ended and
     why; S3 says which outputs really arrived. A job is SUCCEEDED once every file succeeded and
-    its output is there.
+    its output is there, and prepare refused no key.
     """
     record = store.get_job(job_id)
     if record.status not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
@@ -161,7 +168,12 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
     if lost:
         how = "ended without completing" if reasons else "completed but its outputs are missing"
         redo = [
-            replace(f, status=FileStatus.PENDING, error=f"output {f.output_key} never reached S3 ({name} {how})")
+            replace(
+                f,
+                status=FileStatus.PENDING,
+                error=f"output {f.output_key} never reached S3 ({name} {how})",
+                error_kind=ErrorKind.TRANSIENT,
+            )
             for f in lost
         ]
         store.record_file_results(job_id, redo)
@@ -176,7 +188,7 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
     }
     # Every file predicted and its output in S3: the job's work is done, whatever the processing
     # job reports about its own end (a resubmission would have no file to run).
-    if not failed and not pending:
+    if not failed and not pending and not record.files_refused:
         if record.status is JobStatus.SUBMITTED:
             record = store.transition(record, JobStatus.RUNNING)
         return store.transition(record, JobStatus.SUCCEEDED, **counts)
@@ -184,6 +196,10 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
     if pending:
         reasons.append(
             f"{len(pending)} file(s) have no result, e.g. {pending[0].key}: {pending[0].error or 'never reported'}"
+        )
+    if record.files_refused:
+        reasons.append(
+            f"{record.files_refused} input key(s) refused and never read: " + "; ".join(record.refused_files)
         )
     return store.transition(record, JobStatus.FAILED, error="\n".join(reasons)[:4000], **counts)
 
@@ -206,30 +222,51 @@ def advance_job(job_id: str, store: JobStorePort, backend: ComputeBackend, objec
     """The one place where a job's fate is decided, for the sensor and for ``shardflow run``.
 
     Settles the record; a succeeded job gets its summary; a failed attempt with attempts left is
-    resubmitted (only what did not succeed) once its backoff has passed.
+    resubmitted (only what did not succeed and may succeed yet) once its backoff has passed. A
+    job with nothing left to retry (every failure a bad input or a model error) fails at once.
 
-    :raises JobFailed: attempts are exhausted, or the job was cancelled.
+    :raises JobFailed: nothing is left to retry, attempts are exhausted, or the job was cancelled.
     """
     record = settle_job(job_id, store, backend, objects)
     if record.status is JobStatus.SUCCEEDED:
         return Progress(record, summary=summarize(record))
-    if record.status is JobStatus.FAILED and record.attempt < record.max_attempts:
-        when = retry_at(record)
-        if when > datetime.now(UTC):
-            return Progress(record, retry_at=when)
-        return Progress(submit_job(job_id, store, backend))
-    if record.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+    if record.status is JobStatus.CANCELLED:
         raise JobFailed(failure_message(record))
+    if record.status is JobStatus.FAILED:
+        files = store.list_files(job_id)
+        if record.attempt < record.max_attempts and any(f.retryable for f in files):
+            when = retry_at(record)
+            if when > datetime.now(UTC):
+                return Progress(record, retry_at=when)
+            return Progress(submit_job(job_id, store, backend))
+        raise JobFailed(failure_message(record, files))
     return Progress(record)
 
 
-def failure_message(record: JobRecord) -> str:
-    """What a user reads when a job has failed for good: what failed, what is kept, what to do."""
+def failure_message(record: JobRecord, files: Sequence[FileRecord] = ()) -> str:
+    """What a user reads when a job has failed for good: what failed, what is kept, and what to
+    do, by cause: a model error names the model; bad inputs and refused keys are named above."""
+    kinds = {f.error_kind for f in files if f.status is FileStatus.FAILED}
+    advice = []
+    if ErrorKind.MODEL in kinds:
+        advice.append(
+            f"the model {record.job.model.uri} failed on the files named above: fix the model "
+            "(or the spec's model) and start a new run, as a model error is never retried"
+        )
+    if ErrorKind.INPUT in kinds or record.files_refused:
+        advice.append("fix the inputs named above and start a new run, as a bad input is never retried")
+    if any(f.retryable for f in files) or not advice:
+        advice.append(
+            "clear the task to resubmit the files that may pass on another try"
+            if advice
+            else "fix the inputs named above and clear the task to resubmit only what failed"
+        )
     return (
         f"job {record.job_id} {record.status} after {record.attempt} of {record.max_attempts} attempt(s); "
         f"{record.files_failed} of {record.files_total} file(s) failed. What went wrong:\n{record.error}\n"
         f"The outputs of the {record.files_succeeded} file(s) that succeeded are kept under {record.output_prefix}; "
-        "fix the inputs named above and clear the task to resubmit only what failed."
+        + "; ".join(advice)
+        + "."
     )
 
 

@@ -7,16 +7,22 @@ import io
 import tempfile
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shardflow.core.job import JobSpec
+from shardflow.core.keys import relative_key
 from shardflow.core.planning import input_suffixes, job_id_for_run
 from shardflow.core.ports import JobStorePort, ObjectStore
 from shardflow.core.record import FileRecord, JobRecord
-from shardflow.core.s3uri import S3Uri
-from shardflow.errors import ModelRefused, PrepareError
+from shardflow.core.s3uri import S3Object, S3Uri
+from shardflow.errors import ModelRefused, ObjectNotFound, PrepareError, UnsafeKey
 
-__all__ = ["load_verified_model", "prepare_job"]
+__all__ = ["MAX_REFUSED_LISTED", "is_feature_type", "load_verified_model", "prepare_job"]
+
+#: The job record names at most this many refused keys (and counts them all): a prefix full of
+#: hostile keys must not grow the job item past DynamoDB's 400 KB.
+MAX_REFUSED_LISTED = 20
 
 
 class _RangeFile(io.RawIOBase):
@@ -50,11 +56,20 @@ class _RangeFile(io.RawIOBase):
 
 
 def load_verified_model(objects: ObjectStore, uri: S3Uri, expected_sha256: str) -> Any:
-    """Download the model, check its sha256, and only then unpickle it."""
+    """Download the model, check its sha256, and only then unpickle it.
+
+    :raises PrepareError: the model does not exist, is refused (:class:`ModelRefused`), cannot be
+        unpickled, or is not a model (it has no ``predict``); each message names its URI.
+    """
     import joblib
 
     with tempfile.NamedTemporaryFile(suffix=".joblib") as handle:
-        objects.download(uri, handle)
+        try:
+            objects.download(uri, handle)
+        except ObjectNotFound:
+            raise PrepareError(
+                f"model {uri} does not exist: check the spec's model.uri (and that the model was uploaded)"
+            ) from None
         handle.flush()
         handle.seek(0)
         actual = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -63,7 +78,26 @@ def load_verified_model(objects: ObjectStore, uri: S3Uri, expected_sha256: str) 
                 f"model {uri} has sha256 {actual} but the spec expects {expected_sha256}: "
                 "if the new artifact is intended, put its sha256 in the spec's model.sha256; it was not loaded"
             )
-        return joblib.load(handle.name)
+        try:
+            model = joblib.load(handle.name)
+        except Exception as error:
+            raise PrepareError(
+                f"model {uri} cannot be loaded with joblib ({type(error).__name__}: {error}): "
+                "point model.uri at a model saved with joblib.dump"
+            ) from None
+    if not callable(getattr(model, "predict", None)):
+        raise PrepareError(
+            f"model {uri} is a {type(model).__name__}, not a model: it has no predict method; "
+            "point model.uri at a fitted estimator saved with joblib.dump"
+        )
+    return model
+
+
+def is_feature_type(kind: pa.DataType) -> bool:
+    """Whether a column of this Arrow type can be a model's feature: a number, a boolean, or a
+    column a text reader typed null because the block it looked at had no value."""
+    checks = (pa.types.is_floating, pa.types.is_integer, pa.types.is_boolean, pa.types.is_null)
+    return any(check(kind) for check in checks)
 
 
 def _check_features(objects: ObjectStore, job: JobSpec, model: Any, first: S3Uri, size: int) -> None:
@@ -82,10 +116,35 @@ def _check_features(objects: ObjectStore, job: JobSpec, model: Any, first: S3Uri
             f"{first} lacks the model's feature column(s) {', '.join(missing)} (it has {', '.join(schema.names)}): "
             "fix the input data or the spec's model"
         )
+    mistyped = [
+        f"{name} ({schema.field(name).type})" for name in features if not is_feature_type(schema.field(name).type)
+    ]
+    if mistyped:
+        raise PrepareError(
+            f"{first}: the model's feature column(s) {', '.join(mistyped)} are not numbers: "
+            "fix the input data or the spec's model"
+        )
+
+
+def _split_safe(found: list[S3Object], prefix: S3Uri) -> tuple[list[FileRecord], list[str]]:
+    """The files to predict, and the reasons for each key refused as unsafe (never read)."""
+    files: list[FileRecord] = []
+    refused: list[str] = []
+    for item in found:
+        try:
+            files.append(FileRecord(key=relative_key(prefix.key, item.key), size=item.size))
+        except UnsafeKey as error:
+            refused.append(str(error))
+    return files, refused
 
 
 def prepare_job(job: JobSpec, store: JobStorePort, objects: ObjectStore) -> JobRecord:
     """List the inputs, check the model against them, and write the job record (once per run).
+
+    A key that is not a plain relative path under the prefix (``..``, ``//``, a control
+    character: see :mod:`shardflow.core.keys`) is refused: named in the job record
+    (``refused_files``), never downloaded and never given a file item, so the job fails at its
+    end for it while the other files go on.
 
     :raises PrepareError: no inputs, a model that does not match, or inputs the model cannot read.
     """
@@ -98,7 +157,14 @@ def prepare_job(job: JobSpec, store: JobStorePort, objects: ObjectStore) -> JobR
             f"no {job.input.format} files ({', '.join(suffixes)}) under {prefix}: "
             "check the spec's input.prefix and the run's date"
         )
+    files, refused = _split_safe(found, prefix)
+    if not files:
+        raise PrepareError(
+            f"every one of the {len(refused)} {job.input.format} key(s) under {prefix} is refused, e.g. {refused[0]}: "
+            "rename them to plain relative keys"
+        )
     model = load_verified_model(objects, S3Uri.parse(job.model.uri), job.model.sha256)
-    _check_features(objects, job, model, S3Uri(prefix.bucket, found[0].key), found[0].size)
-    files = [FileRecord(key=o.key[len(prefix.key) :], size=o.size) for o in found]
-    return store.create_job(JobRecord(job_id=job_id, job=job), files)
+    first = next(o for o in found if o.key == prefix.key + files[0].key)
+    _check_features(objects, job, model, S3Uri(prefix.bucket, first.key), first.size)
+    record = JobRecord(job_id=job_id, job=job, files_refused=len(refused), refused_files=refused[:MAX_REFUSED_LISTED])
+    return store.create_job(record, files)

@@ -13,6 +13,7 @@ from shardflow.errors import IllegalTransition
 
 __all__ = [
     "TRANSITIONS",
+    "ErrorKind",
     "FileRecord",
     "FileStatus",
     "JobRecord",
@@ -41,6 +42,24 @@ class FileStatus(enum.StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a file failed, decided where it failed: whether another attempt may succeed.
+
+    ``INPUT`` (unreadable, a missing or mistyped column, an unsafe name) and ``MODEL`` (refused,
+    not a model, ``predict`` raising on the data) fail the same way every time and are never
+    resubmitted; ``TRANSIENT`` (a worker or instance killed, an output that never arrived, a
+    full disk) may pass on another attempt.
+    """
+
+    INPUT = "input"
+    MODEL = "model"
+    TRANSIENT = "transient"
+
+    @property
+    def retryable(self) -> bool:
+        return self is ErrorKind.TRANSIENT
 
 
 #: The legal status changes, in one place. FAILED -> SUBMITTED is a resubmission of the
@@ -89,6 +108,8 @@ class JobRecord:
     files_succeeded: int = 0
     files_failed: int = 0
     rows: int = 0
+    files_refused: int = 0
+    refused_files: list[str] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
     heartbeat_at: str | None = None
@@ -142,7 +163,11 @@ class JobRecord:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One input object of a job (``key`` relative to the input prefix) and what became of it."""
+    """One input object of a job (``key`` relative to the input prefix) and what became of it.
+
+    :param error_kind: why it failed (or must be done again); ``None`` for a file without an
+        error, or one recorded before failures were classified (counted as retryable).
+    """
 
     key: str
     size: int
@@ -152,3 +177,9 @@ class FileRecord:
     error: str | None = None
     processing_job: str | None = None
     seconds: float | None = None
+    error_kind: ErrorKind | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """Not done yet, and nothing known says another attempt would fail the same way."""
+        return self.status is not FileStatus.SUCCEEDED and (self.error_kind is None or self.error_kind.retryable)

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-__all__ = ["MotoServer", "aws_environment", "free_port", "moto_server"]
+__all__ = ["MotoServer", "aws_environment", "free_port", "moto_server", "start_moto", "wait_for_moto"]
 
 
 def free_port() -> int:
@@ -29,6 +30,31 @@ class MotoServer:
     pid: int
 
 
+def start_moto(port: int, log: IO[bytes] | int, *, detached: bool = False) -> subprocess.Popen[bytes]:
+    """Start a moto server (:mod:`shardflow.local.moto_serve`) on 127.0.0.1:``port``; ``detached``
+    lets it outlive this process (in a session of its own, so stopping its group stops it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shardflow.local.moto_serve", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=detached,
+    )
+
+
+def wait_for_moto(endpoint: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Return once the server at ``endpoint`` answers. :raises RuntimeError: it exited or never did."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto server did not start on {endpoint} (exit code {process.poll()})") from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def moto_server(log_path: Path | None = None, timeout: float = 30.0) -> Iterator[MotoServer]:
     """Run a moto server on 127.0.0.1 at a free port; stop it (by its PID) on exit."""
@@ -36,24 +62,9 @@ def moto_server(log_path: Path | None = None, timeout: float = 30.0) -> Iterator
     endpoint = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
         log = stack.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        process = start_moto(port, log)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"moto server did not start on {endpoint} (exit code {process.poll()})"
-                        ) from None
-                    time.sleep(0.1)
+            wait_for_moto(endpoint, process, timeout)
             yield MotoServer(endpoint, process.pid)
         finally:
             process.terminate()

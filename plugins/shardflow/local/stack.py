@@ -19,7 +19,7 @@ from pathlib import Path
 from shardflow.local.demo import prepare_airflow
 from shardflow.local.moto import free_port
 
-__all__ = ["AirflowStack", "airflow_stack"]
+__all__ = ["AirflowStack", "airflow_stack", "component_environment", "start_components", "wait_for_api"]
 
 _COMPONENTS = {
     "api-server": ["api-server", "-H", "127.0.0.1", "--workers", "1"],
@@ -96,28 +96,30 @@ def airflow_stack(env: dict[str, str], logs: Path, timeout: float = 90) -> Itera
         yield from _run_stack({**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database}, logs, timeout)
 
 
-def _run_stack(env: dict[str, str], logs: Path, timeout: float) -> Iterator[AirflowStack]:
-    port = free_port()
-    env = {
+def component_environment(env: dict[str, str], port: int, jwt_secret: str) -> dict[str, str]:
+    """What the four components share on top of ``env``: the API's port, the execution API they
+    report to, and the secret that signs their tokens."""
+    return {
         **os.environ,
         **env,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
     }
+
+
+def start_components(env: dict[str, str], port: int, logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the four components, each leading a session of its own (so its process group holds
+    its executor's workers too) and logging to ``logs/<name>.log``."""
     logs.mkdir(parents=True, exist_ok=True)
-    prepare_airflow(env, logs / "prepare.log")  # the database, and the pools its quotas ask for
-    api_url = f"http://127.0.0.1:{port}"
-    with ExitStack() as stack:
-        processes: dict[str, subprocess.Popen[bytes]] = {}
-        for name, args in _COMPONENTS.items():
-            extra = ["-p", str(port)] if name == "api-server" else []
-            log = stack.enter_context(open(logs / f"{name}.log", "ab"))
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    for name, args in _COMPONENTS.items():
+        extra = ["-p", str(port)] if name == "api-server" else []
+        with open(logs / f"{name}.log", "ab") as log:
             processes[name] = subprocess.Popen(
                 [_airflow_bin(), *args, *extra],
                 env=env,
@@ -126,17 +128,37 @@ def _run_stack(env: dict[str, str], logs: Path, timeout: float) -> Iterator[Airf
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            stack.callback(_stop, processes[name])
-        deadline = time.monotonic() + timeout
-        while True:
-            dead = [n for n, p in processes.items() if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"airflow {', '.join(dead)} exited at start; see {logs}")
-            try:
-                urllib.request.urlopen(f"{api_url}/api/v2/monitor/health", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the api-server did not answer on {api_url} within {timeout} s") from None
-                time.sleep(0.5)
+    return processes
+
+
+def wait_for_api(api_url: str, processes: dict[str, subprocess.Popen[bytes]], logs: Path, timeout: float) -> None:
+    """Return once the api-server answers. :raises RuntimeError: a component exited, or time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dead = [n for n, p in processes.items() if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"airflow {', '.join(dead)} exited at start; see {logs}")
+        try:
+            urllib.request.urlopen(f"{api_url}/api/v2/monitor/health", timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the api-server did not answer on {api_url} within {timeout} s") from None
+            time.sleep(0.5)
+
+
+def _run_stack(env: dict[str, str], logs: Path, timeout: float) -> Iterator[AirflowStack]:
+    port = free_port()
+    env = {
+        **component_environment(env, port, secrets.token_hex(16)),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    }
+    logs.mkdir(parents=True, exist_ok=True)
+    prepare_airflow(env, logs / "prepare.log")  # the database, and the pools its quotas ask for
+    api_url = f"http://127.0.0.1:{port}"
+    with ExitStack() as stack:
+        processes = start_components(env, port, logs)
+        for process in processes.values():
+            stack.callback(_stop, process)
+        wait_for_api(api_url, processes, logs, timeout)
         yield AirflowStack(api_url, env, {n: p.pid for n, p in processes.items()}, logs)

@@ -8,6 +8,8 @@ from typing import TypeAlias
 
 import numpy as np
 
+from shardflow.core.record import ErrorKind
+
 __all__ = [
     "BatchAssigned",
     "BatchFailed",
@@ -48,6 +50,8 @@ class FileOutcome:
     """What became of one input file: its output, or the error that stopped it.
 
     :param output: the output's path under the output folder; ``None`` when the file failed.
+    :param error_kind: why it failed: a bad input, a model error, or something another attempt
+        may not meet (see :class:`~shardflow.core.record.ErrorKind`).
     :param sha256: of the output, computed while it was written.
     :param helped: how many of its batches other workers predicted, out of ``batches``.
     """
@@ -61,6 +65,7 @@ class FileOutcome:
     error: str | None = None
     helped: int = 0
     batches: int = 0
+    error_kind: ErrorKind | None = None
 
 
 # The messages below go through a pipe once per file or per batch (65,536 rows), never per row.
@@ -139,12 +144,14 @@ class BatchPredicted:
 
 @dataclass(frozen=True, slots=True)
 class BatchFailed:
-    """A helper, to the parent, which forwards it unchanged to the owner: the model raised on it."""
+    """A helper, to the parent, which forwards it unchanged to the owner: the model raised on it
+    (``kind`` is ``TRANSIENT`` when the helper ran out of memory instead)."""
 
     owner: int
     task_id: int
     slot: int
     error: str
+    kind: ErrorKind = ErrorKind.MODEL
 
 
 @dataclass(frozen=True, slots=True)

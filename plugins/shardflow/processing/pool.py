@@ -3,6 +3,7 @@ out files (largest first) and offered batches, and survive workers that die."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import queue
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
+from shardflow.core.record import ErrorKind
+from shardflow.errors import UnsafeKey
 from shardflow.processing.messages import (
     BatchAssigned,
     BatchFailed,
@@ -234,9 +237,10 @@ class WorkerPool:
             task = seat.task
             self._withdraw_offers(index, seat.task_id)
             settings = self.settings
-            remove_partials(
-                settings.output_dir / output_name(task.relative, settings.input_format, settings.output_format)
-            )
+            with contextlib.suppress(UnsafeKey):  # a name that could lead outside was never written
+                remove_partials(
+                    settings.output_dir / output_name(task.relative, settings.input_format, settings.output_format)
+                )
             if self._blame(task.relative, f"worker {seat.process.pid} {reason} while predicting it", "retrying it"):
                 self._finish(self._failed(task), outcomes)
             else:
@@ -269,7 +273,9 @@ class WorkerPool:
         )
 
     def _failed(self, task: FileTask) -> FileOutcome:
-        return FileOutcome(task.relative, task.size, error=self._given_up(task.relative))
+        return FileOutcome(
+            task.relative, task.size, error=self._given_up(task.relative), error_kind=ErrorKind.TRANSIENT
+        )
 
     def _stop(self) -> None:
         for seat in self.seats:

@@ -4,6 +4,7 @@ model, and append ``prediction`` (and the probabilities) to the columns that pas
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ class Predictor:
     :param features: feature columns, used when the model does not record ``feature_names_in_``.
     :param passthrough: input columns copied to the output; ``None`` copies every input column.
     :param per_class: one probability column per class instead of a single ``probability``.
+    :raises ValueError: ``model`` has no ``predict`` (it is not a model), or no feature names.
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class Predictor:
         passthrough: Sequence[str] | None,
         per_class: bool = False,
     ) -> None:
+        if not callable(getattr(model, "predict", None)):
+            raise ValueError(f"the model is a {type(model).__name__}, not a model: it has no predict method")
         self.model = model
         names = getattr(model, "feature_names_in_", None)
         chosen = [str(n) for n in names] if names is not None else list(features or ())
@@ -116,11 +120,29 @@ class Predictor:
             return (proba,)
         return (proba, np.asarray(self.model.predict(matrix)))
 
+    @cached_property
+    def output_types(self) -> tuple[pa.DataType, pa.DataType]:
+        """The types of ``prediction`` and of the probability columns, the same for every output
+        of a job, an empty input's included: what the model gives for one row of zeros (float64
+        where it refuses that row). Found in each worker when first needed: the parent never
+        runs the model, so no library starts its threads before the fork."""
+        prediction = pa.array(self.classes).type if self.classes is not None else pa.float64()
+        probability = pa.float64()
+        try:
+            outputs = self.infer(np.zeros((1, len(self.features))))
+        except Exception:
+            return prediction, probability
+        if self.classes is None:
+            found = pa.array(np.asarray(outputs[0]).reshape(-1)).type
+            return (prediction if pa.types.is_null(found) else found), probability
+        return prediction, pa.array(np.asarray(outputs[0])[:, 0]).type
+
     def assemble(self, batch: pa.RecordBatch, outputs: tuple[np.ndarray, ...]) -> pa.RecordBatch:
         names = self.passthrough if self.passthrough is not None else batch.schema.names
         columns = {name: batch.column(name) for name in names}
+        prediction_type, probability_type = self.output_types
         if self.classes is None:
-            columns["prediction"] = pa.array(outputs[0])
+            columns["prediction"] = _typed(outputs[0], prediction_type)
             return pa.RecordBatch.from_pydict(columns)
         proba = outputs[0]
         if self.rule == "both":
@@ -129,23 +151,29 @@ class Predictor:
             prediction = self.classes[(proba[:, 1] > 0.5).astype(np.intp)]
         else:
             prediction = self.classes[proba.argmax(axis=1)]
-        columns["prediction"] = pa.array(prediction)
+        columns["prediction"] = _typed(prediction, prediction_type)
         if self.per_class:
             for index, label in enumerate(self.classes):
-                columns[f"probability_{label}"] = pa.array(proba[:, index])
+                columns[f"probability_{label}"] = _typed(proba[:, index], probability_type)
         else:
-            columns["probability"] = pa.array(proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1))
+            columns["probability"] = _typed(proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1), probability_type)
         return pa.RecordBatch.from_pydict(columns)
 
     def empty_output(self, schema: pa.Schema) -> pa.Schema:
         """The output schema of an input without rows (the model is not run on nothing)."""
         names = self.passthrough if self.passthrough is not None else schema.names
         fields = [schema.field(name) if name in schema.names else pa.field(name, pa.null()) for name in names]
+        prediction_type, probability_type = self.output_types
+        fields.append(pa.field("prediction", prediction_type))
         if self.classes is None:
-            return pa.schema([*fields, pa.field("prediction", pa.float64())])
-        fields.append(pa.field("prediction", pa.array(self.classes).type))
+            return pa.schema(fields)
         if self.per_class:
-            fields += [pa.field(f"probability_{label}", pa.float64()) for label in self.classes]
+            fields += [pa.field(f"probability_{label}", probability_type) for label in self.classes]
         else:
-            fields.append(pa.field("probability", pa.float64()))
+            fields.append(pa.field("probability", probability_type))
         return pa.schema(fields)
+
+
+def _typed(values: Any, kind: pa.DataType) -> pa.Array:
+    array = pa.array(values)
+    return array if array.type == kind else array.cast(kind)

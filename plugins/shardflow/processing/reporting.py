@@ -12,7 +12,7 @@ from typing import Protocol
 
 from shardflow.contract import ENV_ATTEMPT, ENV_HEARTBEAT_SECONDS, ENV_JOB_ID, ENV_JOB_TABLE
 from shardflow.core.ports import JobStorePort
-from shardflow.core.record import FileRecord, FileStatus, JobStatus, utcnow
+from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobStatus, utcnow
 from shardflow.errors import JobConflict
 
 __all__ = ["JobReporter", "NullReporter", "Outcome", "StoreFactory"]
@@ -38,6 +38,8 @@ class Outcome(Protocol):
     def seconds(self) -> float: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def error_kind(self) -> ErrorKind | None: ...
 
 
 class NullReporter:
@@ -104,6 +106,7 @@ class JobReporter:
             error=outcome.error,
             processing_job=self.processing_job,
             seconds=outcome.seconds,
+            error_kind=outcome.error_kind if outcome.error else None,
         )
         with self._lock:
             self._pending.append(record)

@@ -13,6 +13,10 @@ gets one output under the same relative path, written under a temporary name and
 complete; a manifest of what was written is written last. When the job's environment names a job
 record (SHARDFLOW_JOB_ID, SHARDFLOW_JOB_TABLE), per-file results and a heartbeat go to it.
 Imports nothing from Airflow.
+
+Exit codes (shardflow.contract.ExitCode): 0 every file has its result (with a job record, failed
+files included: the record holds them), 2 the model was refused or is not a model, 3 no input
+folder or no input file in it, 4 some files failed, 5 every file failed.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from typing import Any
 
 import joblib
 
-from shardflow.contract import CONFIG_DIR, ENV_CONFIG_DIR, ENV_PROCESSING_JOB
+from shardflow.contract import CONFIG_DIR, ENV_CONFIG_DIR, ENV_PROCESSING_JOB, ExitCode
 from shardflow.core.invocation import ScriptOptions
-from shardflow.errors import ModelRefused
+from shardflow.core.keys import check_relative
+from shardflow.core.record import ErrorKind
+from shardflow.errors import ModelRefused, UnsafeKey
 from shardflow.processing.messages import FileOutcome, FileTask
 from shardflow.processing.pool import WorkerPool
 from shardflow.processing.predictor import Predictor, limit_library_threads
@@ -45,7 +51,15 @@ from shardflow.processing.reporting import JobReporter, NullReporter, StoreFacto
 from shardflow.processing.tabular import find_inputs, sha256_of
 from shardflow.processing.worker import SlotArena, WorkerSettings
 
-__all__ = ["ModelRefused", "current_host", "load_model", "main", "processing_job_name", "write_manifest"]
+__all__ = [
+    "ModelRefused",
+    "current_host",
+    "exit_code",
+    "load_model",
+    "main",
+    "processing_job_name",
+    "write_manifest",
+]
 
 log = logging.getLogger("batch_predict")
 
@@ -92,7 +106,7 @@ def write_manifest(output_dir: Path, outcomes: list[FileOutcome], job_name: str,
             for o in outcomes
             if not o.error
         ],
-        "failed": [{"input": o.relative, "error": o.error} for o in outcomes if o.error],
+        "failed": [{"input": o.relative, "error": o.error, "kind": o.error_kind} for o in outcomes if o.error],
     }
     path = output_dir / "_manifests" / f"{job_name}-{host}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +141,32 @@ def _megabytes(size: int) -> str:
     return f"{size / (1 << 20):.0f} MB"
 
 
+def exit_code(outcomes: list[FileOutcome], recorded: bool) -> ExitCode:
+    """The script's exit code once every file has an outcome. With a job record (``recorded``),
+    failed files are results the record holds, and the lifecycle fails the job for them; the
+    processing job must still complete, so that the outputs of the other files are uploaded."""
+    failed = sum(1 for o in outcomes if o.error)
+    if not failed or recorded:
+        return ExitCode.OK
+    return ExitCode.ALL_FILES_FAILED if failed == len(outcomes) else ExitCode.SOME_FILES_FAILED
+
+
+def _tasks(args: ScriptOptions) -> tuple[list[FileTask], list[FileOutcome]]:
+    """The input files to predict, and an outcome for each whose name could lead its output
+    outside the output folder (never read)."""
+    tasks: list[FileTask] = []
+    refused: list[FileOutcome] = []
+    for path in find_inputs(args.input_dir, args.input_format):
+        relative = path.relative_to(args.input_dir).as_posix()
+        try:
+            tasks.append(FileTask(str(path), check_relative(relative, "input file"), path.stat().st_size))
+        except UnsafeKey as error:
+            refused.append(FileOutcome(relative, path.stat().st_size, error=str(error), error_kind=ErrorKind.INPUT))
+    return tasks, refused
+
+
 def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) -> int:
-    """Run the script; returns its exit code.
+    """Run the script; returns its exit code (:class:`~shardflow.contract.ExitCode`).
 
     :param open_store: opens the job table by name, when the environment names a job record to
         report to (the entry point passes the DynamoDB one; this package imports no AWS client).
@@ -138,6 +176,22 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
     assert args.workers is not None  # parse() fills it in
     job_name = processing_job_name()
     host = current_host()
+    if not args.input_dir.is_dir():
+        log.error("input folder %s does not exist: nothing to predict", args.input_dir)
+        write_manifest(args.output_dir, [], job_name, host)
+        return ExitCode.NO_INPUT
+    tasks, refused = _tasks(args)
+    if not tasks and not refused:
+        log.error("no %s files under %s: nothing to predict", args.input_format, args.input_dir)
+        write_manifest(args.output_dir, [], job_name, host)
+        return ExitCode.NO_INPUT
+    reporter = (JobReporter.from_environment(job_name, open_store) if open_store else None) or NullReporter()
+    recorded = isinstance(reporter, JobReporter)
+
+    def done(outcome: FileOutcome) -> None:
+        reporter.file_done(outcome)
+        _log_outcome(outcome)
+
     loading = time.perf_counter()
     # Unpickling imports scikit-learn, SciPy and pandas: hundreds of thousands of objects that
     # live as long as the process. Collecting while they are made only wastes a tenth of a second.
@@ -146,15 +200,21 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
         model = load_model(args.model_path, args.model_sha256)
         limit_library_threads(model)
         predictor = Predictor(model, args.features, args.passthrough, args.probability_per_class)
-    except (ModelRefused, ValueError, OSError) as error:
+    except Exception as error:
         gc.enable()
-        log.error("%s", error)
-        return 2
+        message = (
+            str(error)
+            if isinstance(error, ModelRefused)
+            else f"model {args.model_path} cannot be used: {type(error).__name__}: {error}"
+        )
+        log.error("%s", message)
+        kind = ErrorKind.TRANSIENT if isinstance(error, MemoryError) else ErrorKind.MODEL
+        reporter.start()
+        for task in tasks:
+            done(FileOutcome(task.relative, task.size, error=message, error_kind=kind))
+        reporter.close()
+        return ExitCode.MODEL_REFUSED
     log.info("model loaded in %.2f s", time.perf_counter() - loading)
-    tasks = [
-        FileTask(str(p), p.relative_to(args.input_dir).as_posix(), p.stat().st_size)
-        for p in find_inputs(args.input_dir, args.input_format)
-    ]
     log.info("%s: %d %s files, %d workers", host, len(tasks), args.input_format, args.workers)
     started, cpu_started = time.perf_counter(), time.process_time()
     columns = len(predictor.features)
@@ -168,18 +228,14 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
         output_format=args.output_format,
         batch_rows=rows,
     )
-    reporter = (JobReporter.from_environment(job_name, open_store) if open_store else None) or NullReporter()
-
-    def done(outcome: FileOutcome) -> None:
-        reporter.file_done(outcome)
-        _log_outcome(outcome)
-
     gc.freeze()  # the model's objects stay shared with the workers: the collector won't touch them
     gc.enable()
     pool = WorkerPool(settings, args.workers, done)  # fork before the reporter's thread starts
     reporter.start()
     try:
-        outcomes = pool.run(tasks)
+        for outcome in refused:
+            done(outcome)
+        outcomes = refused + pool.run(tasks)
     finally:
         reporter.close()
     manifest = write_manifest(args.output_dir, outcomes, job_name, host)
@@ -202,4 +258,7 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
         time.process_time() - cpu_started,
         pool.cpu_seconds,
     )
-    return 0
+    code = exit_code(outcomes, recorded)
+    if code is not ExitCode.OK:
+        log.error("%d of %d files failed: exit code %d (%s)", failed, len(outcomes), code, code.meaning)
+    return code

@@ -20,6 +20,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from shardflow.contract import INPUT_SUFFIXES, OUTPUT_SUFFIXES
+from shardflow.core.keys import check_relative
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -53,7 +54,12 @@ def find_inputs(input_dir: Path, input_format: str) -> list[Path]:
 
 
 def output_name(relative: str, input_format: str, output_format: str) -> str:
-    """``a/part-3.csv.gz`` -> ``a/part-3.parquet``: same folder and base name, the output's suffix."""
+    """``a/part-3.csv.gz`` -> ``a/part-3.parquet``: same folder and base name, the output's suffix.
+
+    :raises UnsafeKey: ``relative`` is not a plain relative path, so its output could land
+        outside the output folder.
+    """
+    check_relative(relative, "input file")
     for suffix in INPUT_SUFFIXES[input_format]:
         if relative.endswith(suffix):
             return relative[: -len(suffix)] + OUTPUT_SUFFIXES[output_format]

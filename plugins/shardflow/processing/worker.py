@@ -1,5 +1,7 @@
 """One forked worker of the processing script: it owns files (reads, predicts, writes them in
-order) and, when it has no file, predicts batches that the owner of a big file offers."""
+order) and, when it has no file, predicts batches that the owner of a big file offers. A file
+that fails is classified where it fails: reading it is the input's fault, predicting it the
+model's, writing it (a full disk) may pass on another attempt."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import resource
 import signal
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import Connection
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from shardflow.core.record import ErrorKind
 from shardflow.errors import ShardflowError
 from shardflow.processing.messages import (
     BatchAssigned,
@@ -92,8 +96,40 @@ class WorkerSettings:
     batch_rows: int
 
 
-class FileAbandoned(ShardflowError, RuntimeError):
-    pass
+class FileFailure(ShardflowError, RuntimeError):
+    """Why the file being streamed failed, and whose fault it is.
+
+    :param kind: a bad input, a model error, or a fault another attempt may not meet.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@contextlib.contextmanager
+def _blame(kind: ErrorKind) -> Iterator[None]:
+    """Whatever fails inside is a failure of ``kind``; running out of memory never is the input's
+    or the model's fault, since a bigger instance (or another attempt) may pass."""
+    try:
+        yield
+    except FileFailure:
+        raise
+    except MemoryError as error:
+        raise FileFailure(ErrorKind.TRANSIENT, f"MemoryError: {error}") from error
+    except Exception as error:
+        raise FileFailure(kind, f"{type(error).__name__}: {error}") from error
+
+
+def _read(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches, with a failure to read or decode one blamed on the input."""
+    iterator = iter(batches)
+    while True:
+        with _blame(ErrorKind.INPUT):
+            batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
 
 
 def peak_rss_bytes() -> int:
@@ -136,15 +172,17 @@ class _Owner:
     def run(self, task: FileTask) -> FileOutcome:
         started = time.perf_counter()
         settings, predictor = self.settings, self.settings.predictor
-        target = settings.output_dir / output_name(task.relative, settings.input_format, settings.output_format)
-        writer = AtomicWriter(target, settings.output_format)
         rows = batches = 0
+        writer: AtomicWriter | None = None
         try:
-            schema, stream = open_batches(Path(task.path), settings.input_format, settings.batch_rows)
-            # An empty text file has no columns to check (and no rows to predict).
-            dtype = predictor.check_columns(schema, task.relative) if len(schema) else np.dtype(np.float64)
+            with _blame(ErrorKind.INPUT):
+                name = output_name(task.relative, settings.input_format, settings.output_format)
+                writer = AtomicWriter(settings.output_dir / name, settings.output_format)
+                schema, stream = open_batches(Path(task.path), settings.input_format, settings.batch_rows)
+                # An empty text file has no columns to check (and no rows to predict).
+                dtype = predictor.check_columns(schema, task.relative) if len(schema) else np.dtype(np.float64)
             with Prefetch(stream) as prefetched:
-                for batch in prefetched:
+                for batch in _read(prefetched):
                     while not self.free:
                         self._advance(writer)
                     self._add(batch, dtype)
@@ -153,15 +191,27 @@ class _Owner:
                     self._write_ready(writer)
             while self.pending:
                 self._advance(writer)
-            writer.close(predictor.empty_output(schema))
+            with _blame(ErrorKind.TRANSIENT):
+                writer.close(predictor.empty_output(schema))
         except Exception as error:
-            writer.abort()
-            message = str(error) if isinstance(error, FileAbandoned) else f"{type(error).__name__}: {error}"
-            return FileOutcome(task.relative, task.size, error=message, seconds=time.perf_counter() - started)
+            if writer is not None:
+                writer.abort()
+            failure = (
+                error
+                if isinstance(error, FileFailure)
+                else FileFailure(ErrorKind.TRANSIENT, f"{type(error).__name__}: {error}")
+            )
+            return FileOutcome(
+                task.relative,
+                task.size,
+                error=str(failure),
+                error_kind=failure.kind,
+                seconds=time.perf_counter() - started,
+            )
         return FileOutcome(
             task.relative,
             task.size,
-            output=target.relative_to(settings.output_dir).as_posix(),
+            output=writer.target.relative_to(settings.output_dir).as_posix(),
             rows=rows,
             sha256=writer.sha256,
             seconds=time.perf_counter() - started,
@@ -173,7 +223,8 @@ class _Owner:
         predictor = self.settings.predictor
         slot = self.free.pop()
         matrix = self.settings.arena.matrix(self.seat, slot, batch.num_rows, len(predictor.features), dtype)
-        predictor.fill(batch, matrix)
+        with _blame(ErrorKind.INPUT):
+            predictor.fill(batch, matrix)
         entry = _Batch(batch, slot, matrix, BatchState.LOCAL)
         if self.settings.sharing.value:
             entry.state = BatchState.OFFERED
@@ -191,7 +242,8 @@ class _Owner:
                 while entry.claiming:
                     self._receive(block=True)
             if entry is not None and entry.state is BatchState.LOCAL:
-                entry.outputs = self.settings.predictor.infer(entry.matrix)
+                with _blame(ErrorKind.MODEL):
+                    entry.outputs = self.settings.predictor.infer(entry.matrix)
                 entry.state = BatchState.DONE
             elif entry is None:
                 self._receive(block=True)
@@ -200,7 +252,10 @@ class _Owner:
     def _write_ready(self, writer: AtomicWriter) -> None:
         while self.pending and self.pending[0].state is BatchState.DONE and not self.pending[0].claiming:
             entry = self.pending.popleft()
-            writer.write(self.settings.predictor.assemble(entry.batch, entry.outputs))
+            with _blame(ErrorKind.MODEL):  # the model's outputs do not fit its classes
+                assembled = self.settings.predictor.assemble(entry.batch, entry.outputs)
+            with _blame(ErrorKind.TRANSIENT):
+                writer.write(assembled)
             self.free.append(entry.slot)
 
     def _receive(self, block: bool) -> None:
@@ -210,7 +265,7 @@ class _Owner:
             if message.task_id != self.task_id:
                 continue  # about a file this worker gave up earlier
             if isinstance(message, FileAborted):
-                raise FileAbandoned(message.error)
+                raise FileFailure(ErrorKind.TRANSIENT, message.error)
             entry = next(e for e in self.pending if e.slot == message.slot)
             match message:
                 case ClaimAnswer(granted=granted):
@@ -222,17 +277,18 @@ class _Owner:
                 case BatchPredicted(outputs=outputs):
                     entry.outputs, entry.state = outputs, BatchState.DONE
                     self.helped += 1
-                case BatchFailed(error=error):
-                    raise RuntimeError(error)
+                case BatchFailed(error=error, kind=kind):
+                    raise FileFailure(kind, error)
 
 
 def _help(settings: WorkerSettings, batch: BatchAssigned) -> BatchPredicted | BatchFailed:
     predictor = settings.predictor
     matrix = settings.arena.matrix(batch.owner, batch.slot, batch.rows, len(predictor.features), np.dtype(batch.dtype))
     try:
-        return BatchPredicted(batch.owner, batch.task_id, batch.slot, predictor.infer(matrix))
-    except Exception as error:
-        return BatchFailed(batch.owner, batch.task_id, batch.slot, f"{type(error).__name__}: {error}")
+        with _blame(ErrorKind.MODEL):
+            return BatchPredicted(batch.owner, batch.task_id, batch.slot, predictor.infer(matrix))
+    except FileFailure as failure:
+        return BatchFailed(batch.owner, batch.task_id, batch.slot, str(failure), failure.kind)
 
 
 def _end_with_parent() -> None:
