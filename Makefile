@@ -7,7 +7,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags
+.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags bench-status-page
 
 demo: .venv/.synced
 	.venv/bin/shardflow demo
@@ -47,6 +47,10 @@ bench-triggers: .venv/.synced
 	.venv/bin/python bench/trigger_polling.py
 
 sync: .venv/.synced
+
+# The jobs page at scale: 10,000 jobs in moto, the DynamoDB calls and server time of the first page.
+bench-status-page: .venv/.synced
+	.venv/bin/python bench/status_page.py
 
 # DagBag parse time of the pipeline DAG files at 1, 50 and 200 specs, against the 30 s timeout.
 bench-dags: .venv/.synced

@@ -8,42 +8,20 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import boto3
 import pytest
-from support.browser import Browser, require_chromium
+from support.browser import Browser
 
 from shardflow.aws.jobstore import JobStore
 from shardflow.core.record import JobStatus
 from shardflow.local.demo import JOB_TABLE, REPO
-from shardflow.local.moto import aws_environment, free_port
+from shardflow.local.moto import aws_environment
 from shardflow.local.platform import Platform
 from shardflow.spec import load_spec
 
 DEMO = load_spec(REPO / "dags" / "pipelines" / "demo.yaml")
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    require_chromium()
-    root = tmp_path_factory.mktemp("platform")
-    environ = {"SHARDFLOW_UI_PORT": str(free_port()), "SHARDFLOW_MOTO_PORT": str(free_port())}
-    platform = Platform(root, environ=environ)
-    lines: list[str] = []
-    try:
-        assert platform.up(say=lines.append) == 0, "\n".join(lines)
-        yield platform
-    finally:
-        platform.down(say=lines.append)
-
-
-@pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
-    browser = Browser(request.node.name)
-    yield browser
-    browser.quit()
 
 
 def _token(platform: Platform, user: str) -> str:

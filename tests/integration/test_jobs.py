@@ -1,11 +1,13 @@
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.records import sample_job
 
+from shardflow.aws.job_queries import JobQuery
 from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus
-from shardflow.errors import IllegalTransition, JobConflict
+from shardflow.errors import IllegalTransition, JobConflict, ShardflowError
 
 
 def new_record(job_id: str = "demo-000000000001", pipeline: str = "demo") -> JobRecord:
@@ -125,6 +127,33 @@ def test_jobs_are_listed_by_pipeline_newest_first_and_by_status(store):
     store.transition(older, JobStatus.SUBMITTED)
     assert [r.job_id for r in store.list_jobs(status=JobStatus.SUBMITTED)] == [older.job_id]
     assert {r.job_id for r in store.list_jobs(status=JobStatus.PENDING)} == {"demo-2", "other-1"}
+
+
+def test_every_job_pages_newest_first_one_query_per_page(store):
+    ids = [store.create_job(new_record(f"page-{n}", pipeline=f"p{n % 2}"), FILES[:1]).job_id for n in range(5)]
+    queries: list[str] = []
+
+    def count(params, **_):
+        queries.append(params.get("IndexName", "(table)"))
+
+    store.client.meta.events.register("before-parameter-build.dynamodb.Query", count)
+
+    first = store.query_jobs(JobQuery(limit=2))
+    second = store.query_jobs(JobQuery(limit=2, cursor=first.cursor))
+    third = store.query_jobs(JobQuery(limit=2, cursor=second.cursor))
+
+    assert [j.job_id for j in first.jobs + second.jobs + third.jobs] == ids[::-1]
+    assert queries == ["by_created", "by_created", "by_created"]
+    store.client.meta.events.unregister("before-parameter-build.dynamodb.Query", count)
+    assert store.query_jobs(JobQuery(pipeline="p0", limit=10)).jobs[0].job_id == ids[4]
+    stopped = store.transition(store.get_job(ids[2]), JobStatus.CANCELLED, stopped_by="admin")
+    assert [j.job_id for j in store.query_jobs(JobQuery(pipeline="p0", status=JobStatus.CANCELLED)).jobs] == [ids[2]]
+    assert store.get_job(ids[2]).stopped_by == stopped.stopped_by == "admin"
+    today = datetime.now(UTC).date()
+    assert len(store.query_jobs(JobQuery(since=today, until=today)).jobs) == 5
+    assert store.query_jobs(JobQuery(until=today - timedelta(days=1))).jobs == []
+    with pytest.raises(ShardflowError, match="cursor"):
+        store.query_jobs(JobQuery(cursor="not-a-cursor"))
 
 
 def test_heartbeats_count_progress_for_the_current_attempt_only(store):

@@ -24,6 +24,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from shardflow.aws.job_queries import JOB_KIND, JobPage, JobQuery, query_jobs
 from shardflow.core.job import JOB_SPEC_VERSION, JobSpec
 from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, check_transition, utcnow
 from shardflow.errors import AccessDenied, JobConflict, JobNotFound, JobTableNotFound, ResourceError, ShardflowError
@@ -99,7 +100,23 @@ def job_id_of_item(item: Mapping[str, Any]) -> str:
 
 def _job_item(record: JobRecord) -> dict[str, Any]:
     values = {**asdict(record), "job": record.job.model_dump(mode="json"), "pipeline": record.pipeline}
-    return _to_item(values)
+    return {**_to_item(values), "kind": {"S": JOB_KIND}}
+
+
+#: The table's indexes: name -> (partition key, sort key). Newest first in each.
+_INDEXES = {
+    "by_pipeline": ("pipeline", "created_at"),
+    "by_status": ("status", "updated_at"),
+    "by_created": ("kind", "created_at"),
+}
+
+
+def _index(name: str, keys: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [{"AttributeName": keys[0], "KeyType": "HASH"}, {"AttributeName": keys[1], "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "ALL"},
+    }
 
 
 def _file_from_item(item: Mapping[str, Any]) -> FileRecord:
@@ -164,35 +181,56 @@ class JobStore:
 
     def create_table(self) -> None:
         """Create the table and its indexes (production uses ``infra/``; this is for local stacks)."""
-        indexes = {"by_pipeline": ("pipeline", "created_at"), "by_status": ("status", "updated_at")}
+        attributes = [
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in ("pk", "sk", "pipeline", "created_at", "status", "updated_at", "kind")
+        ]
         try:
             self.client.create_table(
                 TableName=self.table,
                 BillingMode="PAY_PER_REQUEST",
                 KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                AttributeDefinitions=[
-                    {"AttributeName": name, "AttributeType": "S"}
-                    for name in ("pk", "sk", "pipeline", "created_at", "status", "updated_at")
-                ],
-                GlobalSecondaryIndexes=[
-                    {
-                        "IndexName": index,
-                        "KeySchema": [
-                            {"AttributeName": hash_key, "KeyType": "HASH"},
-                            {"AttributeName": range_key, "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                    for index, (hash_key, range_key) in indexes.items()
-                ],
+                AttributeDefinitions=attributes,
+                GlobalSecondaryIndexes=[_index(name, keys) for name, keys in _INDEXES.items()],
             )
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceInUseException":
                 raise
         self.client.get_waiter("table_exists").wait(TableName=self.table)
+        # A table made by an older Shardflow lacks the newer indexes: add them.
+        present = {
+            i["IndexName"]
+            for i in self.client.describe_table(TableName=self.table)["Table"].get("GlobalSecondaryIndexes", [])
+        }
+        for name in _INDEXES.keys() - present:
+            self.client.update_table(
+                TableName=self.table,
+                AttributeDefinitions=attributes,
+                GlobalSecondaryIndexUpdates=[{"Create": _index(name, _INDEXES[name])}],
+            )
+        if "by_created" not in present:
+            self._add_kind()
         self.client.update_time_to_live(
             TableName=self.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )
+
+    def _add_kind(self) -> None:
+        """Put the ``by_created`` index's key on job items written before it existed: a one-time
+        migration, and the only Scan of the table."""
+        paginator = self.client.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.table,
+            FilterExpression="sk = :job AND attribute_not_exists(kind)",
+            ExpressionAttributeValues={":job": {"S": _JOB_SK}},
+            ProjectionExpression="pk, sk",
+        )
+        for item in (item for page in pages for item in page["Items"]):
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET kind = :kind",
+                ExpressionAttributeValues={":kind": {"S": JOB_KIND}},
+            )
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -295,26 +333,15 @@ class JobStore:
         return True
 
     @_named_faults
+    def query_jobs(self, query: JobQuery) -> JobPage:
+        """One page of jobs, newest first, from one Query on an index (:mod:`shardflow.aws.job_queries`)."""
+        return query_jobs(self.client, self.table, query, job_from_item)
+
     def list_jobs(
         self, pipeline: str | None = None, status: JobStatus | None = None, limit: int = 50
     ) -> list[JobRecord]:
-        """Newest first: a pipeline's jobs (index ``by_pipeline``) or all jobs in a status (``by_status``)."""
-        if pipeline is not None:
-            query = {"IndexName": "by_pipeline", "KeyConditionExpression": "pipeline = :v", "value": pipeline}
-        elif status is not None:
-            query = {"IndexName": "by_status", "KeyConditionExpression": "#s = :v", "value": str(status)}
-        else:
-            raise ValueError("name a pipeline or a status")
-        value = query.pop("value")
-        response = self.client.query(
-            TableName=self.table,
-            ScanIndexForward=False,
-            Limit=limit,
-            ExpressionAttributeValues={":v": {"S": value}},
-            **({"ExpressionAttributeNames": {"#s": "status"}} if status is not None and pipeline is None else {}),
-            **query,
-        )
-        return [job_from_item(item) for item in response["Items"]]
+        """The first page of a pipeline's jobs, of the jobs in a status, or of every job."""
+        return self.query_jobs(JobQuery(pipeline=pipeline, status=status, limit=limit)).jobs
 
     # -- files --------------------------------------------------------------------------------
 

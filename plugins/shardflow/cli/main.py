@@ -9,27 +9,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shardflow.cli.jobs import jobs_argv
+from shardflow.cli.jobs import register as register_jobs_commands
 from shardflow.cli.platform import apply_local_platform
 from shardflow.cli.platform import register as register_platform_commands
-from shardflow.core.record import JobStatus
-from shardflow.core.status_table import format_jobs, format_table
+from shardflow.core.status_table import format_table
 from shardflow.errors import ShardflowError
 
 __all__ = ["main"]
 
 DEFAULT_PIPELINES = Path("dags") / "pipelines"
-
-
-def _jobs(args: argparse.Namespace) -> int:
-    import boto3
-
-    from shardflow.aws.jobstore import JobStore
-    from shardflow.spec.settings import Settings
-
-    store = JobStore(boto3.client("dynamodb"), args.table or Settings.from_env().job_table)
-    status = JobStatus(args.status) if args.status else None
-    print(format_jobs(store.list_jobs(pipeline=args.pipeline, status=status, limit=args.limit)))
-    return 0
 
 
 def _spec_results(path: Path) -> dict:
@@ -185,13 +174,7 @@ def _seed_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shardflow", description="Batch inference over S3, run by Airflow.")
     commands = parser.add_subparsers(dest="command", required=True)
-    jobs = commands.add_parser("jobs", help="list jobs from the job table, newest first")
-    which = jobs.add_mutually_exclusive_group(required=True)
-    which.add_argument("--pipeline", help="a pipeline's jobs")
-    which.add_argument("--status", choices=[s.value for s in JobStatus], help="all jobs in a status")
-    jobs.add_argument("--table", help="the job table (default: $SHARDFLOW_JOB_TABLE or shardflow-jobs)")
-    jobs.add_argument("--limit", type=int, default=20)
-    jobs.set_defaults(run=_jobs)
+    register_jobs_commands(commands)
     pipelines = commands.add_parser("pipelines", help="check and list pipeline specs").add_subparsers(
         dest="pipelines_command", required=True
     )
@@ -226,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed.add_argument("--date", default="2026-01-01", help="the day of inputs to write (default 2026-01-01)")
     seed.set_defaults(run=_seed_demo)
     register_platform_commands(commands)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(jobs_argv(sys.argv[1:] if argv is None else argv))
     if args.command not in ("up", "down", "status", "demo"):
         apply_local_platform()
     try:

@@ -24,6 +24,7 @@ __all__ = [
     "failure_message",
     "retry_at",
     "settle_job",
+    "stop_job",
     "submit_job",
     "summarize",
     "wait_timeout_seconds",
@@ -243,9 +244,37 @@ def advance_job(job_id: str, store: JobStorePort, backend: ComputeBackend, objec
     return Progress(record)
 
 
+def stop_job(job_id: str, store: JobStorePort, backend: ComputeBackend, by: str) -> JobRecord:
+    """Stop a job for good on a user's word: its running processing job is stopped and the job is
+    CANCELLED, recording ``by`` (who stopped it). A job that has ended is returned unchanged.
+
+    :raises JobConflict: the job changed while it was being stopped; read it and try again.
+    """
+    record = store.get_job(job_id)
+    if record.status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED):
+        return record
+    name = record.current_processing_job
+    if name and record.status.is_active:
+        backend.stop(name)
+    reason = f"stopped by {by}" + (
+        f"; processing job {name} was asked to stop" if name and record.status.is_active else ""
+    )
+    # What went wrong before the stop stays readable after it.
+    error = f"{reason}\n{record.error}" if record.error else reason
+    return store.transition(record, JobStatus.CANCELLED, stopped_by=by, error=error[:4000])
+
+
 def failure_message(record: JobRecord, files: Sequence[FileRecord] = ()) -> str:
     """What a user reads when a job has failed for good: what failed, what is kept, and what to
     do, by cause: a model error names the model; bad inputs and refused keys are named above."""
+    if record.status is JobStatus.CANCELLED:
+        who = f" by {record.stopped_by}" if record.stopped_by else ""
+        return (
+            f"job {record.job_id} CANCELLED after {record.attempt} of {record.max_attempts} attempt(s): "
+            f"it was stopped{who}; "
+            f"the outputs of the {record.files_succeeded} file(s) that succeeded are kept under "
+            f"{record.output_prefix}; trigger a new run to start again."
+        )
     kinds = {f.error_kind for f in files if f.status is FileStatus.FAILED}
     advice = []
     if ErrorKind.MODEL in kinds:

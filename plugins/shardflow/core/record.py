@@ -68,7 +68,7 @@ TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.SUBMITTED, JobStatus.CANCELLED}),
     JobStatus.SUBMITTED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.FAILED: frozenset({JobStatus.SUBMITTED}),
+    JobStatus.FAILED: frozenset({JobStatus.SUBMITTED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
 }
@@ -116,6 +116,7 @@ class JobRecord:
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    stopped_by: str | None = None
     version: int = 0
 
     # What readers of a record ask most, named as in the job table's indexes and the status table.

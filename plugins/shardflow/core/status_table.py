@@ -1,12 +1,85 @@
-"""The job-status table users read in the terminal: one row per job, newest first."""
+"""What a person reads about a job wherever they look (the terminal, the demo, the Airflow page):
+files done of total, rows, rows per second, duration; and the plain table the demo prints."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from shardflow.core.record import JobRecord, JobStatus
+from shardflow.core.record import JobRecord
 
-__all__ = ["format_jobs", "format_table"]
+__all__ = ["JobProgress", "format_duration", "format_jobs", "format_table", "job_progress"]
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's progress as one number of each kind, live while an attempt runs.
+
+    :param files_done: while an attempt runs, the files earlier attempts finished plus those this
+        attempt has reported (succeeded or failed); once settled, the files that succeeded.
+    :param files_failed: the files that failed when the job was last settled.
+    :param running: an attempt is submitted or running, so the counts are still rising.
+    :param rows: rows predicted: earlier attempts' plus, while running, this attempt's so far.
+    :param duration_seconds: from the first start to the end, or to now; ``None`` before it started.
+    """
+
+    files_done: int
+    files_total: int
+    files_failed: int
+    running: bool
+    rows: int
+    duration_seconds: float | None
+
+    @property
+    def fraction(self) -> float:
+        """Files done over files total, 0 to 1 (1 for a job without files)."""
+        return min(self.files_done / self.files_total, 1.0) if self.files_total else 1.0
+
+    @property
+    def rows_per_second(self) -> float | None:
+        """The job's mean throughput so far; ``None`` before it ran for a measurable time."""
+        if not self.duration_seconds or self.duration_seconds <= 0:
+            return None
+        return self.rows / self.duration_seconds
+
+    @property
+    def files_text(self) -> str:
+        """``4/6``, ``5/6 (1 failed)``."""
+        failed = f" ({self.files_failed} failed)" if self.files_failed and not self.running else ""
+        return f"{self.files_done}/{self.files_total}{failed}"
+
+
+def job_progress(record: JobRecord) -> JobProgress:
+    """The progress of ``record``, counted as the status table and the watch display show it."""
+    running = record.status.is_active
+    if running:
+        # Files not given to this attempt were finished by earlier ones; rows of earlier attempts
+        # stay in ``rows`` until the next settle.
+        done = record.files_total - record.attempt_files + record.progress_files
+        rows = record.rows + record.progress_rows
+    else:
+        done, rows = record.files_succeeded, record.rows
+    return JobProgress(
+        files_done=done,
+        files_total=record.files_total,
+        files_failed=record.files_failed,
+        running=running,
+        rows=rows,
+        duration_seconds=record.duration_seconds(),
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """``-``, ``9.5 s``, ``2 min 05 s``, ``3 h 07 min``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, second = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {second:02d} s"
+    hours, minute = divmod(minutes, 60)
+    return f"{hours} h {minute:02d} min"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -18,30 +91,21 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _files_done(record: JobRecord) -> str:
-    if record.status in (JobStatus.SUBMITTED, JobStatus.RUNNING):
-        # Live: files this attempt has finished, on top of those earlier attempts finished.
-        done = record.files_total - record.attempt_files + record.progress_files
-        return f"{done}/{record.files_total} (running)"
-    failed = f" ({record.files_failed} failed)" if record.files_failed else ""
-    return f"{record.files_succeeded}/{record.files_total}{failed}"
-
-
 def format_jobs(records: Sequence[JobRecord]) -> str:
-    """The job-status table users read: one row per job, newest first."""
+    """The plain job-status table the demo prints: one row per job, in the order given."""
     header = ("job id", "pipeline", "status", "attempts", "files done/total", "rows", "duration")
     rows = []
     for r in records:
-        seconds = r.duration_seconds()
+        progress = job_progress(r)
         rows.append(
             (
                 r.job_id,
                 r.pipeline,
                 str(r.status),
                 f"{r.attempt}/{r.max_attempts}",
-                _files_done(r),
-                f"{r.rows:,}",
-                f"{seconds:.1f} s" if seconds is not None else "-",
+                progress.files_text + (" (running)" if progress.running else ""),
+                f"{progress.rows:,}",
+                format_duration(progress.duration_seconds),
             )
         )
     return format_table(header, rows)
