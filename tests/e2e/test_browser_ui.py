@@ -10,14 +10,12 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 from support.browser import Browser
 
 from shardflow.aws.jobstore import JobStore
 from shardflow.core.record import JobStatus
 from shardflow.local.demo import JOB_TABLE, REPO
-from shardflow.local.moto import aws_environment
 from shardflow.local.platform import Platform
 from shardflow.spec import load_spec
 
@@ -113,10 +111,7 @@ def test_browser_admin_triggers_an_adhoc_job_that_runs_to_success(platform, brow
     browser.wait_for(succeeded, f"run {run_id} to show Success", timeout=240)
     browser.shot("run-succeeded")
 
-    s3, dynamodb = (
-        boto3.client(service, **{"endpoint_url": state.moto_url, "region_name": "us-east-1"}, **_credentials())
-        for service in ("s3", "dynamodb")
-    )
+    s3, dynamodb = platform.aws_clients(state)
     (job,) = [j for j in JobStore(dynamodb, JOB_TABLE).list_jobs(pipeline="adhoc") if j.job.run_id == run_id]
     assert (job.status, job.files_succeeded, job.files_total, job.rows) == (JobStatus.SUCCEEDED, 6, 6, 66_800)
     assert job.output_prefix == output
@@ -175,8 +170,3 @@ def test_browser_a_viewer_can_look_but_not_trigger(platform, browser):
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
     assert adhoc_runs(platform) == before
-
-
-def _credentials() -> dict[str, str]:
-    env = aws_environment("http://unused")
-    return {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}

@@ -10,13 +10,12 @@ import socket
 import subprocess
 from pathlib import Path
 
-import boto3
 from support.records import sample_job
 
 from shardflow.aws.jobstore import JobStore
 from shardflow.local.demo import JOB_TABLE, REPO
 from shardflow.local.moto import free_port
-from shardflow.local.platform import PlatformState
+from shardflow.local.platform import Platform, PlatformState
 
 
 def make(target: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -77,16 +76,7 @@ def test_make_up_runs_in_the_background_until_make_down_and_keeps_the_job_table(
         assert status.returncode == 0 and f"http://127.0.0.1:{ui_port}" in status.stdout
 
         # The checkout's shardflow command finds the running platform by itself.
-        store = JobStore(
-            boto3.client(
-                "dynamodb",
-                endpoint_url=state.moto_url,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            ),
-            JOB_TABLE,
-        )
+        store = JobStore(Platform(tmp_path / "platform").aws_clients(state)[1], JOB_TABLE)
         store.create_job(sample_job("history-000000000001", pipeline="history"), [])
         listed = shardflow_jobs("history", env)
         assert listed.returncode == 0, listed.stderr

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 
-import boto3
 import pytest
 from support.records import sample_job
 
@@ -26,14 +25,7 @@ PATH = [JobStatus.SUBMITTED, JobStatus.RUNNING]
 def seeded(platform) -> dict[JobStatus, JobRecord]:
     """One job in every status, on the platform's job table; the FAILED one has a failed file."""
     state = platform.state()
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=state.moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    store = JobStore(client, JOB_TABLE)
+    store = JobStore(platform.aws_clients(state)[1], JOB_TABLE)
     jobs = {}
     for status in JobStatus:
         run_id = f"manual__status-page-{status.lower()}"
@@ -124,14 +116,7 @@ def test_status_page_a_viewer_cannot_stop_a_job_and_an_admin_can(platform, brows
     browser.find("//button[@id='stop']").click()
     browser.find("//p[@id='message'][contains(., 'stopped by admin')]")
     browser.shot("admin-stopped")
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=state.moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    stopped = JobStore(client, JOB_TABLE).get_job(running.job_id)
+    stopped = JobStore(platform.aws_clients(state)[1], JOB_TABLE).get_job(running.job_id)
     assert (stopped.status, stopped.stopped_by) == (JobStatus.CANCELLED, "admin")
 
 

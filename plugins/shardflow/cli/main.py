@@ -110,7 +110,6 @@ def _run(args: argparse.Namespace) -> int:
     from shardflow.aws.jobstore import JobStore
     from shardflow.aws.s3 import S3ObjectStore
     from shardflow.cli.run import run_pipeline
-    from shardflow.errors import ShardflowError
     from shardflow.spec import SpecError, load_spec
     from shardflow.spec.settings import Settings
 

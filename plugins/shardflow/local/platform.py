@@ -217,7 +217,7 @@ class Platform:
         running = state.running()
         if "moto" in running:
             try:
-                counts = save_snapshot(*self._clients(state), self.snapshot)
+                counts = save_snapshot(*self.aws_clients(state), self.snapshot)
                 say(f"==> saved the moto server: {counts['objects']} objects, {counts['items']} job-table items")
             except Exception as error:  # stopping must go on; the last snapshot stays
                 say(f"could not save the moto server's state ({error}); the previous snapshot is kept")
@@ -264,7 +264,8 @@ class Platform:
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
 
-    def _clients(self, state: PlatformState) -> tuple[Any, Any]:
+    def aws_clients(self, state: PlatformState) -> tuple[Any, Any]:
+        """S3 and DynamoDB clients of the platform's moto server."""
         env = aws_environment(state.moto_url)
         session = boto3.session.Session(
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
@@ -279,7 +280,7 @@ class Platform:
     def _seed(self, state: PlatformState, say: Callable[[str], None]) -> None:
         """Put the last snapshot back, then make sure the job table, the demo model and the last
         few days of demo input are there."""
-        s3, dynamodb = self._clients(state)
+        s3, dynamodb = self.aws_clients(state)
         restored = restore_snapshot(s3, dynamodb, self.snapshot)
         if restored["objects"] or restored["items"]:
             say(f"==> restored {restored['objects']} objects and {restored['items']} job-table items")
