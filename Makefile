@@ -7,7 +7,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags bench-status-page
+.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags bench-status-page mwaa-bundle
 
 demo: .venv/.synced
 	.venv/bin/shardflow demo
@@ -41,6 +41,13 @@ lint: .venv/.synced
 # The documentation site (docs/, mkdocs.yml) into .shardflow/site/; a broken link fails the build.
 docs: .venv/.synced
 	.venv/bin/mkdocs build --strict --site-dir .shardflow/site
+
+# What Amazon MWAA takes, in .shardflow/mwaa/: dags/, plugins.zip (the package as a wheel),
+# requirements.txt pinned from uv.lock (Airflow is MWAA's) and startup.sh with the deployment's
+# settings: make mwaa-bundle SETTINGS="SHARDFLOW_JOB_TABLE=jobs-prod SHARDFLOW_SAGEMAKER_ROLE_ARN=...".
+SETTINGS ?=
+mwaa-bundle: .venv/.synced | $(UV)
+	.venv/bin/python infra/mwaa_bundle.py --output .shardflow/mwaa --uv $(UV) $(addprefix --setting ,$(SETTINGS))
 
 # Trigger polling at scale: 10, 100 and 1,000 jobs waiting in one triggerer (about 4 minutes).
 bench-triggers: .venv/.synced

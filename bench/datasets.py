@@ -9,15 +9,28 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["FEATURES", "Sizes", "ensure_dataset", "ensure_models", "file_sizes"]
+__all__ = [
+    "FEATURES",
+    "MIXED_FEATURES",
+    "Sizes",
+    "ensure_dataset",
+    "ensure_mixed",
+    "ensure_models",
+    "file_sizes",
+]
 
 FEATURES = [f"f{i:02d}" for i in range(40)]
+#: The mixed-type scenario's features: text with gaps, a category, a nullable integer, floats with
+#: NaN, a boolean, and numbers.
+MIXED_FEATURES = ["country", "device", "age", "amount", "active", *(f"m{i}" for i in range(8))]
+_COUNTRIES = [f"C{i:02d}" for i in range(30)]
 _WEIGHTS = np.random.default_rng(20260101).standard_normal(len(FEATURES))
 # Bytes per row of these files as pyarrow's defaults store them (dictionary pages that fall back
 # to plain encoding on random floats): to size the memory scenario's files in megabytes.
@@ -163,3 +176,72 @@ def ensure_models(root: Path, sizes: Sizes) -> dict[str, tuple[Path, str]]:
         joblib.dump(LogisticRegression(max_iter=1000).fit(frame, y), paths["logreg"])
         _mark(folder, recipe)
     return {name: (path, hashlib.sha256(path.read_bytes()).hexdigest()) for name, path in paths.items()}
+
+
+def _mixed_frame(seed: int, rows: int) -> Any:
+    """Rows of mixed types, as pandas holds them before it writes them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    country = rng.choice(np.array(_COUNTRIES, dtype=object), rows)
+    country[rng.random(rows) < 0.05] = None
+    age = pd.array(rng.integers(18, 90, rows), dtype="Int64")
+    age[rng.random(rows) < 0.1] = pd.NA
+    amount = rng.lognormal(3, 1, rows)
+    amount[rng.random(rows) < 0.1] = np.nan
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(seed * 10_000_000, seed * 10_000_000 + rows, dtype=np.int64),
+            "country": pd.Series(country, dtype="str"),
+            "device": pd.Categorical(rng.choice(["ios", "android", "web", "tv"], rows)),
+            "age": age,
+            "amount": amount,
+            "active": rng.random(rows) < 0.3,
+        }
+    )
+    numbers = rng.standard_normal((rows, 8)).astype(np.float32)
+    for j in range(8):
+        frame[f"m{j}"] = numbers[:, j]
+    return frame
+
+
+def _mixed_labels(frame: Any) -> np.ndarray:
+    score = frame["amount"].fillna(20).to_numpy(dtype=float) / 20 - frame["age"].fillna(50).to_numpy(dtype=float) / 50
+    score += frame["m0"].to_numpy() + np.where(frame["device"] == "ios", 0.5, 0.0) + frame["active"].to_numpy()
+    return (score + np.random.default_rng(3).standard_normal(len(frame)) > 1.0).astype(np.int64)
+
+
+def ensure_mixed(root: Path, sizes: Sizes) -> tuple[Path, tuple[Path, str]]:
+    """Create (once) the mixed-type scenario: Parquet files as pandas writes them, of the small
+    files' sizes, and the scikit-learn Pipeline that takes them; returns the folder and the
+    model's path and sha256."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    folder, model = root / "mixed", root / "models-mixed" / "pipeline.joblib"
+    recipe = {"rows": sizes.rows, "files": sizes.files, "low": sizes.low, "high": sizes.high, "version": 1}
+    if not _complete(folder, recipe):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for index, count in enumerate(file_sizes(sizes)):
+            _mixed_frame(index + 1, count).to_parquet(folder / f"part-{index:04d}.parquet", index=False)
+        _mark(folder, recipe)
+    if not _complete(model.parent, recipe):
+        model.parent.mkdir(parents=True, exist_ok=True)
+        train = _mixed_frame(99, min(sizes.train_rows, 50_000))
+        numbers = ["age", "amount", *(f"m{i}" for i in range(8))]
+        columns = ColumnTransformer(
+            [
+                ("onehot", OneHotEncoder(handle_unknown="ignore"), ["country", "device"]),
+                ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), numbers),
+                ("flags", "passthrough", ["active"]),
+            ]
+        )
+        pipeline = Pipeline([("columns", columns), ("classify", LogisticRegression(max_iter=1000))])
+        joblib.dump(pipeline.fit(pd.DataFrame(train[MIXED_FEATURES]), _mixed_labels(train)), model)
+        _mark(model.parent, recipe)
+    return folder, (model, hashlib.sha256(model.read_bytes()).hexdigest())

@@ -15,6 +15,7 @@ _TITLES = {
     ("xgboost", "files"): "XGBoost (200 trees, depth 8), small files of uneven sizes",
     ("xgboost", "big"): "XGBoost, the same rows in one big file",
     ("logreg", "files"): "LogisticRegression, small files of uneven sizes",
+    ("pipeline", "mixed"): "scikit-learn Pipeline on mixed types, small files of uneven sizes",
 }
 
 
@@ -82,6 +83,11 @@ def render(rows: list[Row], memory: list[tuple[int, Run]], context: dict[str, An
         f"- machine: {context['machine']}; load average {context['load']}",
         f"- data: {sizes.rows:,} rows x {len(range(40))} float32 features (+ an int64 id); "
         f"{sizes.files} Parquet files of {sizes.low:,}..{sizes.high:,} rows, or one file of all of them",
+        "- mixed types (the Pipeline): the same number of rows and files, each row an id, a string with "
+        "gaps (30 values), a category, a nullable integer, a float with NaN, a boolean and 8 float32 "
+        "numbers, written by pandas; the Pipeline one-hot encodes the text and the category, imputes and "
+        "scales the numbers, then a LogisticRegression. Its ceiling is `model.predict(df)` on the whole "
+        "DataFrame in memory, split over one forked process per core",
         f"- each method in a fresh process tree, {context['workers']} workers, median of {context['repeats']}"
         + (" (quick mode: a first look, not the figures to quote)" if context["quick"] else ""),
         "",
@@ -191,6 +197,14 @@ def targets(rows: list[Row], memory: list[tuple[int, Run]] | None = None) -> lis
                 f"{_verdict(script.process_rate / other.process_rate, 5.0)}; on the work "
                 f"{script.work_rate / other.work_rate:.2f}x"
             )
+    frame = _find(rows, "pipeline", "mixed", "processing script")
+    frame_ceiling = _find(rows, "pipeline", "mixed", "ceiling")
+    if frame and frame_ceiling:
+        out.append(
+            "Pipeline on mixed types, work vs its ceiling (model.predict(df) in memory, every core): "
+            f"{_verdict(frame.work_rate / frame_ceiling.work_rate, 0.7)}; by CPU time "
+            f"{_cpu_ratio(frame_ceiling, frame)}x"
+        )
     if memory and len(memory) > 1:
         small, large = memory[0][1], memory[-1][1]
         growth = max(large.peaks) / max(small.peaks)

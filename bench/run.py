@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.datasets import FEATURES, Sizes, ensure_dataset, ensure_models
+from bench.datasets import FEATURES, MIXED_FEATURES, Sizes, ensure_dataset, ensure_mixed, ensure_models
 from bench.measure import Run, run_measured
 from bench.report import Row, render, targets
 
@@ -46,10 +46,10 @@ def _command(method: Method, model: tuple[Path, str], inputs: Path, output: Path
             *("--model-path", str(path), "--model-sha256", sha, "--workers", str(workers)),
         ]
     arguments = {"inputs": str(inputs), "workers": workers}
-    if method.entry != "ceiling":
+    if not method.entry.startswith("ceiling"):
         arguments["output"] = str(output)
     if method.entry != "io_floor":
-        arguments |= {"model": str(path), "features": FEATURES}
+        arguments |= {"model": str(path), "features": MIXED_FEATURES if method.entry == "ceiling_frame" else FEATURES}
     if method.kind == "peer":
         return [str(PEERS_PYTHON), str(REPO / "bench" / "peers.py"), method.entry, json.dumps(arguments)]
     return [sys.executable, "-m", "bench.methods", method.entry, json.dumps(arguments)]
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     root = DATA / ("quick" if args.quick else "full")
     print(f"data and models under {root} (made once) ...", flush=True)
     folders, models = ensure_dataset(root, sizes), ensure_models(root, sizes)
+    folders["mixed"], models["pipeline"] = ensure_mixed(root, sizes)
     scratch = root / "scratch"
     scratch.mkdir(exist_ok=True)
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         ("xgboost", "files", [ceiling, floor, blog, script, *peers]),
         ("xgboost", "big", [floor, script]),
         ("logreg", "files", [ceiling, floor, blog, script]),
+        # Its own ceiling: model.predict(df), the DataFrame in memory, split over every core.
+        ("pipeline", "mixed", [Method("ceiling", "project", "ceiling_frame"), script]),
     ]
     results: dict[tuple[str, str, str], list[Run]] = {}
     failures: dict[str, str] = {}

@@ -30,8 +30,9 @@ def main() -> None:
     from support.records import sample_job
 
     from shardflow.airflow.ui.pages import jobs_page
+    from shardflow.aws.job_items import job_item, job_key
     from shardflow.aws.job_queries import JobQuery
-    from shardflow.aws.jobstore import JobStore, _job_item, job_key
+    from shardflow.aws.jobstore import JobStore
     from shardflow.local.moto import aws_environment, moto_server
 
     with moto_server() as moto:
@@ -53,7 +54,7 @@ def main() -> None:
             created = f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:00:{n % 60:02d}.{n:06d}Z"
             items.append(
                 {
-                    **_job_item(record),
+                    **job_item(record),
                     **job_key(record.job_id),
                     "created_at": {"S": created},
                     "updated_at": {"S": stamp},

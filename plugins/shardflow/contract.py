@@ -14,6 +14,7 @@ __all__ = [
     "ENV_HEARTBEAT_SECONDS",
     "ENV_JOB_ID",
     "ENV_JOB_TABLE",
+    "ENV_LOCAL_KEEP_FILES",
     "ENV_MODEL_SHA256",
     "ENV_PROCESSING_JOB",
     "INPUT_DIR",
@@ -64,6 +65,8 @@ ENV_ATTEMPT = "SHARDFLOW_ATTEMPT"
 #: Set by the local backend, which has no ``/opt/ml/config`` of SageMaker's making.
 ENV_PROCESSING_JOB = "SHARDFLOW_PROCESSING_JOB"
 ENV_CONFIG_DIR = "SHARDFLOW_CONFIG_DIR"
+#: The local backend keeps each attempt's copied inputs, model and outputs when this is ``1``.
+ENV_LOCAL_KEEP_FILES = "SHARDFLOW_LOCAL_KEEP_FILES"
 #: Read by the script when given: its heartbeat period, and the model's sha256 for a run by hand.
 ENV_HEARTBEAT_SECONDS = "SHARDFLOW_HEARTBEAT_SECONDS"
 ENV_MODEL_SHA256 = "SHARDFLOW_MODEL_SHA256"

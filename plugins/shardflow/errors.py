@@ -16,9 +16,12 @@ __all__ = [
     "InvalidProcessingRequest",
     "JobConflict",
     "JobFailed",
+    "JobInterrupted",
     "JobNotFound",
     "JobTableNotFound",
     "ModelRefused",
+    "ModelUnusable",
+    "ObjectExists",
     "ObjectNotFound",
     "PrepareError",
     "ProcessingJobExists",
@@ -55,8 +58,24 @@ class ModelRefused(PrepareError):
     """A model artifact whose sha256 is not the one the job names; it was not loaded."""
 
 
+class ModelUnusable(PrepareError):
+    """A verified artifact that holds no usable model: an archive with an unsafe member or not
+    exactly one model file, or an XGBoost objective that is neither a classifier's nor a regressor's."""
+
+
 class JobFailed(ShardflowError, RuntimeError):
     """The job ended without every file predicted; the message lists what failed and why."""
+
+
+class JobInterrupted(JobFailed):
+    """``shardflow run`` got SIGINT or SIGTERM: its job was stopped and cancelled.
+
+    :param exit_code: what the command exits with (128 + the signal's number, as a shell expects).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class PublishError(DeterministicError, RuntimeError):
@@ -99,6 +118,10 @@ class ResourceError(DeterministicError):
 
 class ObjectNotFound(ResourceError, FileNotFoundError):
     """No object at that S3 address."""
+
+
+class ObjectExists(ShardflowError, FileExistsError):
+    """A create-only write found an object at its address already (S3's 412 to ``If-None-Match``)."""
 
 
 class BucketNotFound(ResourceError):

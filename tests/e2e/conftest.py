@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.airflow_api import BASE_PATH
 from support.browser import Browser, require_chromium
 
 from shardflow.local.moto import free_port
@@ -15,7 +16,12 @@ from shardflow.local.platform import Platform
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     require_chromium()
     root = tmp_path_factory.mktemp("platform")
-    environ = {"SHARDFLOW_UI_PORT": str(free_port()), "SHARDFLOW_MOTO_PORT": str(free_port())}
+    # Under a subpath, as behind a reverse proxy: every page and link must follow Airflow's base_url.
+    environ = {
+        "SHARDFLOW_UI_PORT": str(free_port()),
+        "SHARDFLOW_MOTO_PORT": str(free_port()),
+        "SHARDFLOW_UI_BASE_PATH": BASE_PATH,
+    }
     platform = Platform(root, environ=environ)
     lines: list[str] = []
     try:

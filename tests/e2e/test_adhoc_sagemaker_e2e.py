@@ -77,7 +77,8 @@ def test_the_trigger_forms_adhoc_sagemaker_choice_sends_a_checked_processing_job
     assert data["S3Input"]["S3Uri"] == conf["input_prefix"]
     assert data["S3Input"]["S3DataDistributionType"] == "ShardedByS3Key"
     assert model_input["S3Input"]["S3Uri"] == conf["model_uri"]
-    assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == conf["output_prefix"]
+    staging = f"{conf['output_prefix']}_staging/{record.job_id}/attempt-1/"  # publish promotes from there
+    assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == staging
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 900}
 
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="predictions/adhoc/")

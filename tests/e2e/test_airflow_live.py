@@ -16,14 +16,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
+from support.cli_runs import job_processes, wait_dead
+from support.models import paced_model_bytes
 
 from shardflow.aws.jobstore import JobStore
+from shardflow.aws.s3 import S3ObjectStore
+from shardflow.compute.local import LocalBackend
+from shardflow.core.orphans import ORPHAN_SETTLER, settle_orphan
 from shardflow.core.record import JobStatus
 from shardflow.core.s3uri import S3Uri
 from shardflow.local.demo import airflow_environment, run_airflow
@@ -158,16 +164,9 @@ def test_the_trigger_form_refuses_bad_values_before_a_run_exists(live):
         # ml.p4d.24xlarge has no quota, so no pool: the form does not offer it.
         (adhoc_conf(live.model_sha256, instance_type="ml.p4d.24xlarge"), "instance_type"),
         (adhoc_conf(live.model_sha256, output_prefix="s3://Bad_Bucket/out/"), "output_prefix"),
-        (
-            {
-                k: v
-                for k, v in adhoc_conf(
-                    live.model_sha256,
-                ).items()
-                if k != "model_sha256"
-            },
-            "model_sha256",
-        ),
+        # The model may come from a URI, a training job or the registry, so a missing sha256 is the
+        # spec's to refuse (at prepare); a malformed one is refused by the form.
+        (adhoc_conf(live.model_sha256, model_sha256="not-a-sha256"), "model_sha256"),
     ):
         status, body = live.call("POST", runs, {"logical_date": None, "conf": conf})
         assert status == 400, (conf, body)
@@ -267,3 +266,63 @@ def test_a_backfill_over_three_dates_makes_three_jobs_in_three_folders(live):
     assert len(spans) >= len(DATES) + 2  # the backfill, the ad-hoc run and at least one rescore
     in_use = max(sum(n for s, e, n, _ in spans if s <= moment < e) for moment, _, _, _ in spans)
     assert in_use <= QUOTA, sorted(spans)
+
+
+def test_orphan_free_pool_a_killed_submit_task_stops_its_job_with_it(live):
+    """Marking the pooled submit task failed while it waits (deferred) stops its processing job
+    through the trigger's ``on_kill``: the slots come back only as the job's processes end, and
+    the job left RUNNING is settled CANCELLED by the next reader once its heartbeat timeout passed."""
+    s3 = boto3.client("s3")
+    model = paced_model_bytes(4.0)
+    s3.put_object(Bucket=BUCKET, Key="models/paced.joblib", Body=model)
+    upload_dataset(s3, f"s3://{BUCKET}/events/slow/", demo_dataset((500,) * 6, seed=7))
+    conf = adhoc_conf(
+        hashlib.sha256(model).hexdigest(),
+        model_uri=f"s3://{BUCKET}/models/paced.joblib",
+        input_prefix=f"s3://{BUCKET}/events/slow/",
+        output_prefix=f"s3://{BUCKET}/predictions/killed-submit/",
+    )
+    run = "/dags/shardflow_adhoc/dagRuns/killed-submit"
+    status, body = live.call(
+        "POST", "/dags/shardflow_adhoc/dagRuns", {"dag_run_id": "killed-submit", "logical_date": None, "conf": conf}
+    )
+    assert status == 200, body
+    run_airflow(["dags", "unpause", "shardflow_adhoc"], live.env, live.log)
+    store = JobStore(boto3.client("dynamodb"), TABLE)
+
+    def running() -> tuple[Any, Path, dict[str, list[int]]] | None:
+        ti = live.call("GET", f"{run}/taskInstances/submit")[1]
+        jobs = [j for j in store.list_jobs(pipeline="adhoc", limit=20) if j.job.run_id == "killed-submit"]
+        if ti.get("state") != "deferred" or not jobs or jobs[0].status is not JobStatus.RUNNING:
+            return None
+        job_dir = live.local_root / str(jobs[0].current_processing_job)
+        processes = job_processes(job_dir)
+        return (jobs[0], job_dir, processes) if all(processes.values()) else None
+
+    record, job_dir, processes = _wait_for("the ad-hoc job to run, its submit task deferred", running, 120, live.log)
+    pool = live.call("GET", "/pools/shardflow-ml.m5.xlarge")[1]
+    assert pool["deferred_slots"] >= 2, pool  # the deferred submit task holds the job's two instances
+
+    status, body = live.call("PATCH", f"{run}/taskInstances/submit", {"new_state": "failed"})
+    assert status == 200, body
+    killed = time.monotonic()
+    pids = [pid for group in processes.values() for pid in group]
+    assert wait_dead(pids, timeout=60) == [], f"the job outlived its submit task: {job_processes(job_dir)}"
+    stopped_after = time.monotonic() - killed
+    assert json.loads((job_dir / "status.json").read_text())["state"] == "Stopped"
+
+    def slots_free() -> bool:
+        pool = live.call("GET", "/pools/shardflow-ml.m5.xlarge")[1]
+        return pool["deferred_slots"] == 0 and pool["running_slots"] == 0
+
+    _wait_for("the pool's slots to come back", slots_free, 60, live.log)
+    assert stopped_after < 30, stopped_after  # stopped within a trigger's poll, not at its timeout
+    print(f"killed submit task: its job's processes ended {stopped_after:.1f} s after the task was marked failed")
+
+    # Nobody waits for the job any more: the next reader settles it once its timeout has passed.
+    later = datetime.now(UTC) + timedelta(seconds=record.job.heartbeat_timeout_seconds + 1)
+    objects = S3ObjectStore(s3)
+    assert settle_orphan(record.job_id, store, LocalBackend(live.local_root), objects).status is JobStatus.RUNNING
+    settled = settle_orphan(record.job_id, store, LocalBackend(live.local_root), objects, now=later)
+    assert (settled.status, settled.stopped_by) == (JobStatus.CANCELLED, ORPHAN_SETTLER)
+    assert "was stopped (stopped on request)" in (settled.error or "")

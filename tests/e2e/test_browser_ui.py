@@ -11,6 +11,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
+from support.airflow_api import call, token
 from support.browser import Browser
 
 from shardflow.aws.jobstore import JobStore
@@ -23,25 +24,12 @@ DEMO = load_spec(REPO / "dags" / "pipelines" / "demo.yaml")
 
 
 def _token(platform: Platform, user: str) -> str:
-    state = platform.state()
-    assert state is not None
-    login = json.dumps({"username": user, "password": platform.passwords()[user]}).encode()
-    request = urllib.request.Request(
-        f"{state.ui_url}/auth/token", data=login, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return str(json.loads(response.read())["access_token"])
+    return token(platform, user)
 
 
 def api(platform: Platform, path: str) -> dict:
     """GET an Airflow REST endpoint as the admin."""
-    state = platform.state()
-    assert state is not None
-    request = urllib.request.Request(
-        f"{state.ui_url}{path}", headers={"Authorization": f"Bearer {_token(platform, 'admin')}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return dict(json.loads(response.read()))
+    return call(platform, path)
 
 
 def adhoc_runs(platform: Platform) -> list[str]:

@@ -8,14 +8,18 @@ import json
 import os
 import socket
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from support.records import sample_job
 
 from shardflow.aws.jobstore import JobStore
+from shardflow.core.s3uri import S3Uri
 from shardflow.local.demo import JOB_TABLE, REPO
 from shardflow.local.moto import free_port
 from shardflow.local.platform import Platform, PlatformState
+from shardflow.spec import load_spec
+from shardflow.spec.templating import render_prefix
 
 
 def make(target: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -75,8 +79,15 @@ def test_make_up_runs_in_the_background_until_make_down_and_keeps_the_job_table(
         status = make("status", env)
         assert status.returncode == 0 and f"http://127.0.0.1:{ui_port}" in status.stdout
 
+        # Today's demo input is seeded with the marker the demo's input.wait waits for.
+        s3, dynamodb = Platform(tmp_path / "platform").aws_clients(state)
+        demo = load_spec(REPO / "dags" / "pipelines" / "demo.yaml")
+        assert demo.input.wait is not None and demo.input.wait.marker
+        today = S3Uri.parse(render_prefix(demo.input.prefix, datetime.now(UTC).date()))
+        assert s3.head_object(Bucket=today.bucket, Key=today.key + demo.input.wait.marker)["ContentLength"] == 0
+
         # The checkout's shardflow command finds the running platform by itself.
-        store = JobStore(Platform(tmp_path / "platform").aws_clients(state)[1], JOB_TABLE)
+        store = JobStore(dynamodb, JOB_TABLE)
         store.create_job(sample_job("history-000000000001", pipeline="history"), [])
         listed = shardflow_jobs("history", env)
         assert listed.returncode == 0, listed.stderr

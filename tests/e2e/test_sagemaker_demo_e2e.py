@@ -5,12 +5,15 @@ pipeline must not believe it. Each attempt is resubmitted until attempts run out
 with the files that never reported, and nothing is published.
 """
 
+import json
+
 import boto3
 import pytest
 import yaml
 
 from shardflow.aws.jobstore import JobStore
 from shardflow.core.record import FileStatus, JobStatus
+from shardflow.core.s3uri import S3Uri
 from shardflow.local.demo import JOB_TABLE, REPO, run_demo_pipeline
 from shardflow.local.demo_data import demo_dataset
 
@@ -72,15 +75,22 @@ def test_jobs_that_moto_calls_completed_are_not_taken_for_a_success(aws, tmp_pat
     assert {f.status for f in store.list_files(record.job_id)} == {FileStatus.PENDING}
 
     sagemaker = boto3.client("sagemaker")
-    for name in record.processing_jobs:
+    for attempt, name in enumerate(record.processing_jobs, start=1):
         job = sagemaker.describe_processing_job(ProcessingJobName=name)
         assert job["AppSpecification"]["ImageUri"] == IMAGE
         assert job["RoleArn"] == ROLE
         data, model = job["ProcessingInputs"]
-        assert data["S3Input"]["S3Uri"] == "s3://shardflow-demo/events/dt=2026-01-01/"
+        # The day's prefix holds its _SUCCESS marker beside the inputs (the demo waits for it), so
+        # the instances get the inputs from a manifest that lists exactly them, never the marker.
+        assert data["S3Input"]["S3DataType"] == "ManifestFile"
         assert data["S3Input"]["S3DataDistributionType"] == "ShardedByS3Key"
+        manifest = S3Uri.parse(data["S3Input"]["S3Uri"])
+        listed = json.loads(boto3.client("s3").get_object(Bucket=manifest.bucket, Key=manifest.key)["Body"].read())
+        assert listed[0] == {"prefix": "s3://shardflow-demo/events/dt=2026-01-01/"}
+        assert sorted(listed[1:]) == sorted(demo_dataset())
         assert model["S3Input"]["S3Uri"] == "s3://shardflow-demo/models/demo/model.joblib"
-        assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == record.output_prefix
+        staging = f"{record.output_prefix}_staging/{record.job_id}/attempt-{attempt}/"  # publish promotes from there
+        assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == staging
         tags = sagemaker.list_tags(ResourceArn=job["ProcessingJobArn"])["Tags"]
         assert tags == [{"Key": "pipeline", "Value": "demo"}]
 

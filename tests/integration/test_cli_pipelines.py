@@ -12,6 +12,8 @@ from shardflow.compute import get_backend
 from shardflow.core.ports import ProcessingState
 from shardflow.core.record import ErrorKind, FileStatus, JobStatus
 from shardflow.core.s3uri import S3Uri
+from shardflow.core.smoke import SAMPLE_ROWS
+from shardflow.core.staging import is_visible
 from shardflow.local.demo_data import demo_dataset, train_demo_model, upload_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,12 +134,21 @@ def output_keys(s3, bucket: str) -> set[str]:
     return {o["Key"].removeprefix("scores/dt=2026-03-09/") for o in listed}
 
 
+def staged_outputs(s3, bucket: str, job_id: str, attempt: int = 1) -> set[str]:
+    """The Parquet outputs an attempt uploaded to its staging, relative to it."""
+    staging = f"_staging/{job_id}/attempt-{attempt}/"
+    return {
+        k.removeprefix(staging) for k in output_keys(s3, bucket) if k.startswith(staging) and k.endswith(".parquet")
+    }
+
+
 def test_run_hostile_keys_write_nothing_outside_the_local_root_and_fail_naming_them(
     aws, s3, bucket, store, tmp_path, monkeypatch, capsys
 ):
     root, outside = tmp_path / "local", tmp_path / "outside"
     outside.mkdir()
     monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(root))
+    monkeypatch.setenv("SHARDFLOW_LOCAL_KEEP_FILES", "1")  # to see what the job downloaded
     model, tables = train_demo_model(), demo_dataset((700, 300, 500))
     seed(s3, bucket, model, tables)
     body = s3.get_object(Bucket=bucket, Key="events/dt=2026-03-09/part-0000.parquet")["Body"].read()
@@ -164,8 +175,9 @@ def test_run_hostile_keys_write_nothing_outside_the_local_root_and_fail_naming_t
     assert list(outside.iterdir()) == []
     downloaded = {p.name for p in root.rglob("*.parquet")}
     assert not downloaded & {"pwned.parquet", "absolute.parquet", "b.parquet", "ctl\x01.parquet"}
-    # The good files' outputs are kept; the job is not marked complete.
-    assert {k for k in output_keys(s3, bucket) if k.endswith(".parquet")} == set(tables)
+    # The good files' outputs are kept in the attempt's staging; nothing is published.
+    assert staged_outputs(s3, bucket, record.job_id) == set(tables)
+    assert not {k for k in output_keys(s3, bucket) if is_visible(k)}
     assert "_SUCCESS" not in output_keys(s3, bucket)
 
 
@@ -193,7 +205,24 @@ def test_run_bad_input_an_unreadable_file_fails_once_naming_it_and_keeps_the_res
     # processing job completes and uploads the other files' outputs.
     backend = get_backend("local", root=str(tmp_path / "local"))
     assert backend.describe(record.processing_jobs[0]).state is ProcessingState.COMPLETED
-    assert {k for k in output_keys(s3, bucket) if k.endswith(".parquet")} == set(tables)
+    assert staged_outputs(s3, bucket, record.job_id) == set(tables)
+
+
+def test_run_bad_input_a_model_that_cannot_predict_the_first_rows_fails_prepare_before_any_instance(
+    aws, s3, bucket, store, tmp_path, monkeypatch, capsys
+):
+    from support.models import raising_model_bytes
+
+    monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(tmp_path / "local"))
+    model = raising_model_bytes()
+    seed(s3, bucket, model, demo_dataset((700, 300)))
+
+    assert main(["run", str(cli_spec(tmp_path, bucket, model)), "--date", "2026-03-09", "--table", store.table]) == 1
+
+    err = capsys.readouterr().err
+    assert f"the model cannot predict its first {SAMPLE_ROWS} rows" in err
+    assert "ValueError: this model refuses every row" in err and "no instance was started" in err
+    assert store.list_jobs(pipeline="cli") == []
 
 
 def test_run_bad_input_a_model_whose_predict_raises_fails_at_once_naming_the_model(
@@ -202,7 +231,8 @@ def test_run_bad_input_a_model_whose_predict_raises_fails_at_once_naming_the_mod
     from support.models import raising_model_bytes
 
     monkeypatch.setenv("SHARDFLOW_LOCAL_ROOT", str(tmp_path / "local"))
-    model, tables = raising_model_bytes(), demo_dataset((700, 300))
+    # It predicts the few rows of prepare's smoke prediction, and refuses the script's batches.
+    model, tables = raising_model_bytes(above=SAMPLE_ROWS), demo_dataset((700, 300))
     seed(s3, bucket, model, tables)
 
     assert main(["run", str(cli_spec(tmp_path, bucket, model)), "--date", "2026-03-09", "--table", store.table]) == 1

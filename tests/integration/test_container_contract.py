@@ -153,11 +153,14 @@ def test_the_entrypoint_keeps_sagemakers_contract_on_two_instances(aws, s3, buck
     assert {f.status for f in files} == {FileStatus.SUCCEEDED}
     assert {f.processing_job for f in files} == {NAME}
 
-    # EndOfJob upload, then the pipeline's own checks: settle on "Completed", and publish.
+    # EndOfJob upload where the request says (the attempt's staging), then the pipeline's own
+    # checks: settle on "Completed", and publish.
+    upload_to = S3Uri.parse(create["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"])
+    assert upload_to.key.startswith(f"scores/_staging/{JOB_ID}/")
     for host in HOSTS:
         output = tmp_path / host / "opt/ml/processing/output"
         for path in sorted(p for p in output.rglob("*") if p.is_file()):
-            s3.upload_file(str(path), bucket, "scores/" + path.relative_to(output).as_posix())
+            s3.upload_file(str(path), bucket, upload_to.key + path.relative_to(output).as_posix())
     client = boto3.client("sagemaker", region_name="us-east-1")
     backend = SageMakerBackend(sagemaker_client=client, s3_client=s3)
     with Stubber(client) as stub:

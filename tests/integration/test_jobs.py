@@ -53,6 +53,13 @@ def test_the_legal_path_and_its_version_numbers(store):
     assert (stored.status, stored.version, stored.attempt, stored.error) == (JobStatus.SUCCEEDED, 7, 2, None)
     assert stored.processing_jobs == ["demo-a1", "demo-a2"]
     assert stored.finished_at is not None
+    one, two = stored.attempts
+    assert [(a.number, a.processing_job, a.status) for a in stored.attempts] == [
+        (1, "demo-a1", JobStatus.FAILED),
+        (2, "demo-a2", JobStatus.SUCCEEDED),
+    ]
+    assert one.reason == "part-3.parquet: unreadable" and two.ended_at == stored.finished_at
+    assert None not in (one.started_at, one.ended_at, two.started_at)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +124,8 @@ def test_file_results_are_stored_in_batches(store):
     assert files[FILES[27].key].error == "ArrowInvalid: not parquet"
     assert files[FILES[28].key].status is FileStatus.PENDING
     assert files[FILES[0].key].seconds == 0.25
+    # A result's write time is when its file finished: the job page's throughput chart reads it.
+    assert files[FILES[0].key].finished_at is not None and files[FILES[28].key].finished_at is None
 
 
 def test_jobs_are_listed_by_pipeline_newest_first_and_by_status(store):

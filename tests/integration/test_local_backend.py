@@ -56,7 +56,10 @@ def request_for(s3, bucket, store):
     return build
 
 
-def test_each_instance_gets_its_shard_and_the_outputs_are_uploaded(tmp_path, s3, bucket, request_for):
+def test_each_instance_gets_its_shard_and_the_outputs_are_uploaded_to_staging(
+    tmp_path, s3, bucket, request_for, monkeypatch
+):
+    monkeypatch.setenv("SHARDFLOW_LOCAL_KEEP_FILES", "1")  # to look at each instance's shard
     backend = get_backend("local", root=str(tmp_path))
     backend.submit(request_for("job-a1", instances=2))
     assert wait_final(backend, "job-a1").state is ProcessingState.COMPLETED
@@ -69,11 +72,27 @@ def test_each_instance_gets_its_shard_and_the_outputs_are_uploaded(tmp_path, s3,
     }
     assert sorted(shards["algo-1"] + shards["algo-2"]) == sorted(request_for.tables)
     assert abs(len(shards["algo-1"]) - len(shards["algo-2"])) <= 1
+    staging = "out/job-a1/_staging/job-a1/attempt-1/"
     listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/job-a1/")["Contents"]}
-    assert {f"out/job-a1/{k}" for k in request_for.tables} <= listed
-    assert {"out/job-a1/_manifests/job-a1-algo-1.json", "out/job-a1/_manifests/job-a1-algo-2.json"} <= listed
-    body = s3.get_object(Bucket=bucket, Key="out/job-a1/late/part-0001.parquet")["Body"].read()
+    manifests = {f"{staging}_manifests/job-a1-algo-1.json", f"{staging}_manifests/job-a1-algo-2.json"}
+    assert listed == {f"{staging}{k}" for k in request_for.tables} | manifests  # nothing outside staging
+    body = s3.get_object(Bucket=bucket, Key=f"{staging}late/part-0001.parquet")["Body"].read()
     assert pq.read_table(pa.BufferReader(body)).num_rows == 2_000
+
+
+def test_an_attempts_local_files_are_removed_when_it_ends_its_status_and_logs_kept(tmp_path, request_for):
+    backend = get_backend("local", root=str(tmp_path))
+    backend.submit(request_for("job-e1", instances=2))
+    assert wait_final(backend, "job-e1").state is ProcessingState.COMPLETED
+    job_dir = tmp_path / "job-e1"
+    # The runner writes its status, then clears: give it the moment between the two.
+    deadline = time.monotonic() + 10
+    while (job_dir / "model").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    left = sorted(p.relative_to(job_dir).as_posix() for p in job_dir.rglob("*") if p.is_file())
+    assert [p for p in left if p.endswith((".parquet", ".joblib", ".json")) and p != "request.json"] == ["status.json"]
+    assert {"algo-1/script.log", "algo-2/script.log", "runner.log", "request.json"} <= set(left)
 
 
 def test_a_name_is_used_once(tmp_path, request_for):

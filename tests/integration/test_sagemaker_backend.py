@@ -90,8 +90,8 @@ def test_the_job_created_on_the_server_is_the_one_the_spec_asks_for(aws, job_req
     assert model["S3Input"]["S3DataDistributionType"] == "FullyReplicated"
     assert model["S3Input"]["LocalPath"] == "/opt/ml/processing/input/model"
     (output,) = job["ProcessingOutputConfig"]["Outputs"]
-    assert output["S3Output"] == {
-        "S3Uri": job_request.job.output.prefix,
+    assert output["S3Output"] == {  # the attempt's staging: only publish writes the output prefix itself
+        "S3Uri": f"{job_request.job.output.prefix}_staging/{job_request.job_id}/attempt-{job_request.attempt}/",
         "LocalPath": "/opt/ml/processing/output",
         "S3UploadMode": "EndOfJob",
     }
@@ -106,6 +106,8 @@ def test_the_job_created_on_the_server_is_the_one_the_spec_asks_for(aws, job_req
             "/opt/ml/processing/input/model/model.joblib",
             "--model-sha256",
             "ab" * 32,
+            "--model-uri",  # lineage: the instances' manifests and Parquet outputs name the model
+            job_request.job.model.uri,
             "--input-format",
             "parquet",
             "--output-format",
@@ -153,7 +155,7 @@ def test_a_resubmission_reads_a_manifest_of_just_its_files(aws, s3, bucket, job_
     source = job["ProcessingInputs"][0]["S3Input"]
     assert source["S3DataType"] == "ManifestFile"
     assert source["S3DataDistributionType"] == "ShardedByS3Key"
-    manifest_key = f"scores/dt=2026-01-01/_shardflow/input-manifests/{name}.json"
+    manifest_key = f"scores/dt=2026-01-01/_staging/{job_request.job_id}/input-manifests/{name}.json"
     assert source["S3Uri"] == f"s3://{bucket}/{manifest_key}"
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
     assert manifest == [{"prefix": job_request.job.input.prefix}, "late/part-0001.parquet", "part-0002.parquet"]
@@ -397,10 +399,17 @@ def test_the_job_record_follows_what_sagemaker_says(store, s3, bucket, status, r
     )
     store.transition(record, JobStatus.SUBMITTED, attempt=1, processing_jobs=["churn-4b795638361b-a1"])
     if reported:
-        done = FileRecord(key="a.parquet", size=10, status=FileStatus.SUCCEEDED, rows=5, output_key="a.parquet")
+        done = FileRecord(
+            key="a.parquet",
+            size=10,
+            status=FileStatus.SUCCEEDED,
+            rows=5,
+            output_key="a.parquet",
+            processing_job="churn-4b795638361b-a1",
+        )
         store.record_file_results("churn-4b795638361b", [done])
-    if status == "Completed" and reported:  # SageMaker's upload at the end of the job
-        s3.put_object(Bucket=bucket, Key="scores/a.parquet", Body=b"predictions")
+    if status == "Completed" and reported:  # SageMaker's upload at the end of the job, to the attempt's staging
+        s3.put_object(Bucket=bucket, Key="scores/_staging/churn-4b795638361b/attempt-1/a.parquet", Body=b"predictions")
     backend, sm_stub, _, _ = stubbed()
     extra = {"FailureReason": "AlgorithmError: instance algo-2 ran out of memory"} if status == "Failed" else {}
     sm_stub.add_response("describe_processing_job", describe_response(status, **extra))

@@ -3,17 +3,26 @@ ships a ``MockTransport``: the job table, the object store and a compute backend
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
-from shardflow.core.record import FileRecord, JobRecord, JobStatus, check_transition
+from shardflow.core.ports import ModelPackage, ProcessingRequest, ProcessingState, ProcessingStatus
+from shardflow.core.record import FileRecord, JobRecord, JobStatus, attempts_after, check_transition
 from shardflow.core.s3uri import S3Object, S3Uri
-from shardflow.errors import JobConflict, JobNotFound, ObjectNotFound, ProcessingJobExists, ProcessingRequestRefused
+from shardflow.errors import (
+    JobConflict,
+    JobNotFound,
+    ObjectExists,
+    ObjectNotFound,
+    ProcessingJobExists,
+    ProcessingRequestRefused,
+    ResourceError,
+)
 
-__all__ = ["FakeBackend", "InMemoryJobStore", "InMemoryObjectStore"]
+__all__ = ["FakeBackend", "InMemoryJobStore", "InMemoryModelCatalog", "InMemoryObjectStore"]
 
 #: The job record's timestamp form (:func:`shardflow.core.record.utcnow`).
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -23,13 +32,18 @@ _FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 def _copy(record: JobRecord) -> JobRecord:
     """A record as a read returns it: its lists are its own, as if decoded from an item."""
-    return replace(record, processing_jobs=list(record.processing_jobs), refused_files=list(record.refused_files))
+    return replace(
+        record,
+        processing_jobs=list(record.processing_jobs),
+        refused_files=list(record.refused_files),
+        attempts=list(record.attempts),
+    )
 
 
 class InMemoryJobStore:
     """The job table in a dict, with the rules of :class:`shardflow.aws.jobstore.JobStore`: a job
     is created once, every status change is checked against the transitions and the version read,
-    and a heartbeat counts only for the job's current attempt.
+    and a heartbeat or an attempt's file results count only for the job's current, active attempt.
 
     :param table: the name requests report to.
     :param clock: the time written into records (``created_at``, ``finished_at``,
@@ -41,6 +55,8 @@ class InMemoryJobStore:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._jobs: dict[str, JobRecord] = {}
         self._files: dict[str, dict[str, FileRecord]] = {}
+        #: ``(job_id, attempt)`` of every batch of file results the fence refused, in order.
+        self.refused: list[tuple[str, int]] = []
 
     def _now(self) -> str:
         return self.clock().strftime(_TIME_FORMAT)
@@ -82,6 +98,7 @@ class InMemoryJobStore:
         values: dict[str, Any] = {**changes, "updated_at": now, "version": record.version + 1}
         if to in _FINAL:
             values.setdefault("finished_at", now)
+        values["attempts"] = attempts_after(record, to, changes, now)
         updated = replace(record, **values, status=to)
         self._jobs[record.job_id] = _copy(updated)
         return updated
@@ -89,7 +106,7 @@ class InMemoryJobStore:
     def heartbeat(self, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> bool:
         """Add progress to the job's current attempt; refused (``False``) for any other attempt."""
         record = self._jobs.get(job_id)
-        if record is None or record.attempt != attempt:
+        if record is None or not self.is_current(record, attempt):
             return False
         self._jobs[job_id] = replace(
             record,
@@ -103,9 +120,20 @@ class InMemoryJobStore:
         """The job's files in key order, as the table's sort key returns them."""
         return [f for _, f in sorted(self._files.get(job_id, {}).items())]
 
-    def record_file_results(self, job_id: str, results: Iterable[FileRecord]) -> None:
-        """Store each file's outcome, replacing what was stored for its key."""
+    def record_file_results(self, job_id: str, results: Iterable[FileRecord], attempt: int | None = None) -> bool:
+        """Store each file's outcome, replacing what was stored for its key; with ``attempt``,
+        refused whole (``False``) unless the job is still at that attempt and active."""
+        record = self._jobs.get(job_id)
+        if attempt is not None and (record is None or not self.is_current(record, attempt)):
+            self.refused.append((job_id, attempt))
+            return False
         self._files.setdefault(job_id, {}).update((f.key, f) for f in results)
+        return True
+
+    @staticmethod
+    def is_current(record: JobRecord, attempt: int) -> bool:
+        """The fence of :class:`shardflow.aws.jobstore.JobStore`: the job is at ``attempt`` and active."""
+        return record.attempt == attempt and record.status.is_active
 
 
 class InMemoryObjectStore:
@@ -114,6 +142,8 @@ class InMemoryObjectStore:
 
     def __init__(self) -> None:
         self.objects: dict[S3Uri, bytes] = {}
+        #: ``(source, target)`` of every copy, in order.
+        self.copies: list[tuple[S3Uri, S3Uri]] = []
 
     def list(self, prefix: S3Uri) -> Iterator[S3Object]:
         found = [u for u in self.objects if u.bucket == prefix.bucket and u.key.startswith(prefix.key)]
@@ -128,8 +158,27 @@ class InMemoryObjectStore:
     def download(self, uri: S3Uri, into: IO[bytes]) -> None:
         into.write(self._body(uri))
 
-    def put(self, uri: S3Uri, body: bytes) -> None:
+    def put(self, uri: S3Uri, body: bytes, *, create_only: bool = False) -> None:
+        self._refuse_existing(uri, create_only)
         self.objects[uri] = bytes(body)
+
+    def copy(self, source: S3Uri, target: S3Uri, *, create_only: bool) -> str:
+        """Copy as S3 does with ``If-None-Match: *`` when ``create_only``; returns the copy's sha256."""
+        body = self._body(source)
+        self._refuse_existing(target, create_only)
+        self.objects[target] = body
+        self.copies.append((source, target))
+        return hashlib.sha256(body).hexdigest()
+
+    def delete_objects(self, uris: Iterable[S3Uri]) -> int:
+        named = list(uris)
+        for uri in named:
+            self.objects.pop(uri, None)
+        return len(named)
+
+    def _refuse_existing(self, uri: S3Uri, create_only: bool) -> None:
+        if create_only and uri in self.objects:
+            raise ObjectExists(f"{uri} exists already and this write may only create it")
 
     def delete(self, uri: S3Uri) -> None:
         """Remove an object, as a lifecycle rule or a careless user would."""
@@ -193,3 +242,38 @@ class FakeBackend:
     def crash_next_submit(self, error: BaseException) -> None:
         """Raise ``error`` from the next :meth:`submit` before anything starts (a killed task)."""
         self._crash = error
+
+
+class InMemoryModelCatalog:
+    """The model catalog port (SageMaker's training jobs and Model Registry) in memory: training
+    jobs by name, and packages added in order, so the last one added is the newest."""
+
+    def __init__(self) -> None:
+        self.training_jobs: dict[str, tuple[str, str]] = {}
+        self.packages: list[tuple[str, ModelPackage]] = []
+
+    def add_training_job(self, name: str, model_uri: str, status: str = "Completed") -> None:
+        self.training_jobs[name] = (status, model_uri)
+
+    def add_package(
+        self, group: str, model_data_url: str, sha256: str | None, status: str = "Approved"
+    ) -> ModelPackage:
+        version = 1 + sum(1 for _, p in self.packages if p.group == group)
+        arn = f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{group}/{version}"
+        package = ModelPackage(arn=arn, group=group, version=version, model_data_url=model_data_url, sha256=sha256)
+        self.packages.append((status, package))
+        return package
+
+    def training_job_model(self, name: str) -> str:
+        if name not in self.training_jobs:
+            raise ResourceError(f"training job {name} was not found")
+        status, uri = self.training_jobs[name]
+        if status != "Completed":
+            raise ResourceError(f"training job {name} is {status}, not Completed")
+        return uri
+
+    def newest_package(self, group: str, status: str) -> ModelPackage:
+        found = [p for s, p in self.packages if p.group == group and s == status]
+        if not found:
+            raise ResourceError(f"model package group {group} has no package with approval status {status}")
+        return found[-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from pathlib import Path
 
@@ -107,11 +108,14 @@ def children(pid: int) -> list[int]:
 
 
 def assert_every_row_predicted_once(s3, bucket, tables, model_bytes, skip=()):
+    """Every input row has one prediction by the model under ``out/``: published, or (a job that was
+    not published) staged by its attempts under ``out/_staging/<job id>/attempt-<N>/``."""
     out = S3Uri(bucket, "out/")
     outputs = {}
     for obj in iter_objects(s3, out):
-        relative = obj.key[len(out.key) :]
+        relative = re.sub(r"^_staging/[^/]+/attempt-\d+/", "", obj.key[len(out.key) :])
         if relative.endswith(".parquet"):
+            assert relative not in outputs, f"{relative} has more than one output"
             body = s3.get_object(Bucket=bucket, Key=obj.key)["Body"].read()
             outputs[relative] = pq.read_table(pa.BufferReader(body))
     assert set(outputs) == set(tables) - set(skip)

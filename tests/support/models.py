@@ -48,23 +48,31 @@ def paced_model_bytes(seconds_per_call: float) -> bytes:
 
 
 class RaisingModel(PacedModel):
-    """A real model whose ``predict`` and ``predict_proba`` raise on any data: a model error, which
-    no attempt can fix."""
+    """A real model whose ``predict`` and ``predict_proba`` raise: a model error, which no attempt
+    can fix. With ``above``, only on more rows than that at once (it passes prepare's smoke
+    prediction on a file's first rows, and fails in the processing script)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, above: int = 0) -> None:
         super().__init__(model, 0.0)
+        self.above = above
+
+    def _refuse(self, x: Any) -> None:
+        if len(x) > self.above:
+            raise ValueError("this model refuses every row: it was saved half-trained")
 
     def predict(self, x: Any) -> Any:
-        raise ValueError("this model refuses every row: it was saved half-trained")
+        self._refuse(x)
+        return super().predict(x)
 
     def predict_proba(self, x: Any) -> Any:
-        raise ValueError("this model refuses every row: it was saved half-trained")
+        self._refuse(x)
+        return super().predict_proba(x)
 
 
-def raising_model_bytes() -> bytes:
+def raising_model_bytes(above: int = 0) -> bytes:
     """The demo model wrapped in :class:`RaisingModel`, as joblib bytes."""
     import joblib
 
     buffer = io.BytesIO()
-    joblib.dump(RaisingModel(joblib.load(io.BytesIO(train_demo_model()))), buffer)
+    joblib.dump(RaisingModel(joblib.load(io.BytesIO(train_demo_model())), above), buffer)
     return buffer.getvalue()

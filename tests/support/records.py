@@ -41,6 +41,7 @@ def _job_data(pipeline: str, backend: str, sagemaker: Any, bucket: str, changes:
             "prefix": changes.pop("output_prefix", f"s3://{bucket}/scores/"),
             "format": changes.pop("output_format", "parquet"),
             "probability": changes.pop("probability", "one"),
+            "overwrite": changes.pop("overwrite", False),
         },
         "compute": {
             "backend": backend,

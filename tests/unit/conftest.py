@@ -153,7 +153,7 @@ class ScriptDouble:
         if record.status is JobStatus.SUBMITTED:
             started = {} if record.started_at else {"started_at": utcnow()}
             self.store.transition(record, JobStatus.RUNNING, **started)
-        prefix, output = S3Uri.parse(record.input_prefix), S3Uri.parse(record.output_prefix)
+        prefix, output = S3Uri.parse(record.input_prefix), request.staging_prefix  # uploads go to staging
         for index, shard in enumerate(assign_shards(sorted(request.input_keys), request.instance_count)):
             keys = [k[len(prefix.key) :] for k in shard]
             results = [self._predict(k, prefix, output, name, fail or {}, upload) for k in keys if k not in unreported]
@@ -165,7 +165,7 @@ class ScriptDouble:
                     "processing_job": name,
                     "host": f"algo-{index + 1}",
                     "files": [
-                        {"input": r.key, "output": r.output_key, "rows": r.rows, "sha256": "0" * 64}
+                        {"input": r.key, "output": r.output_key, "rows": r.rows, "sha256": self._sha256(output, r)}
                         for r in results
                         if r.status is FileStatus.SUCCEEDED
                     ],
@@ -173,6 +173,9 @@ class ScriptDouble:
                 }
                 self.objects.put(output.join(f"_manifests/{name}-algo-{index + 1}.json"), json.dumps(manifest).encode())
         return str(name)
+
+    def _sha256(self, output: S3Uri, result: FileRecord) -> str:
+        return hashlib.sha256(self.objects.read(output.join(str(result.output_key)))).hexdigest()
 
     def _predict(
         self,

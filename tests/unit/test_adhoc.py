@@ -11,7 +11,8 @@ from airflow.sdk.exceptions import ParamValidationError
 
 from shardflow.airflow.adhoc import build_adhoc_dag, job_from_params
 from shardflow.airflow.policy import ADHOC_DAG_ID, task_instance_mutation_hook
-from shardflow.errors import PrepareError
+from shardflow.core.job import ModelSpec, RegistryModel
+from shardflow.errors import PrepareError, SpecError
 from shardflow.spec.settings import Settings
 
 SETTINGS = Settings(instance_quotas={"ml.m5.xlarge": 8, "ml.c5.2xlarge": 4})
@@ -80,11 +81,33 @@ def test_the_form_offers_sagemaker_only_when_the_deployment_sets_its_image_and_r
     assert job.compute.sagemaker == deployed.sagemaker
 
 
-def test_a_form_without_a_model_is_refused():
+def test_a_form_without_a_model_is_refused_naming_the_three_ways_to_give_one():
     params: ParamsDict = copy.deepcopy(build_adhoc_dag(SETTINGS).params)
     params.update({k: v for k, v in GOOD.items() if k != "model_uri"})
-    with pytest.raises(ParamValidationError, match="model_uri"):
-        params.validate()
+    with pytest.raises(
+        SpecError, match=r"model: give exactly one of model\.uri .* model\.training_job .* model\.registry"
+    ):
+        job_from_params(params.validate(), "shardflow_adhoc", "manual__1", "2026-01-31", SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"model_training_job": "churn-xgb-7"},
+            ModelSpec(training_job="churn-xgb-7", sha256="a" * 64),
+        ),
+        (
+            {"model_registry_group": "churn", "model_registry_status": "PendingManualApproval", "model_sha256": None},
+            ModelSpec(registry=RegistryModel(group="churn", status="PendingManualApproval")),
+        ),
+    ],
+    ids=["training-job", "registry"],
+)
+def test_the_form_takes_a_training_job_or_a_registry_group_instead_of_a_uri(values, expected):
+    resolved = form(model_uri=None, **values)
+    job = job_from_params(resolved, "shardflow_adhoc", "manual__1", "2026-01-31", SETTINGS)
+    assert job.model == expected
 
 
 def test_a_count_within_the_form_but_over_its_types_quota_fails_prepare_clearly():

@@ -45,3 +45,18 @@ def test_no_bound_without_the_cpu_figures_it_is_made_of():
     floor.run.work_cpu_seconds = None
     lines = targets([row("ceiling", 1.0, 2.0), floor, row("processing script", 1.25, 2.5)])
     assert not [line for line in lines if line.startswith("the bound")]
+
+
+def test_the_pipeline_is_judged_against_its_own_ceiling():
+    lines = targets(
+        [
+            row("ceiling", 1.0, 2.0),  # XGBoost's ceiling: not the Pipeline's
+            row("ceiling", 2.0, 4.0, model="pipeline", scenario="mixed"),
+            row("processing script", 2.5, 4.4, model="pipeline", scenario="mixed"),  # 0.80x
+        ]
+    )
+    [pipeline] = [line for line in lines if line.startswith("Pipeline")]
+    assert pipeline == (
+        "Pipeline on mixed types, work vs its ceiling (model.predict(df) in memory, every core): "
+        "0.80x (target >= 0.7x: met); by CPU time 0.91x"
+    )

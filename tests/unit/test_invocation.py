@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from support.records import sample_job_spec
 
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.invocation import ScriptOptions, container_model_path
 
 
@@ -29,7 +30,7 @@ def test_the_command_line_of_a_job_parses_back_to_the_same_options(settings, mor
         job,
         input_dir="/opt/ml/processing/input/data",
         output_dir="/opt/ml/processing/output",
-        model_path=container_model_path(job),
+        model_path=container_model_path(ModelArtifact.of_spec(job.model)),
         **more,
     )
 
@@ -59,3 +60,31 @@ def test_a_column_name_with_a_comma_survives_the_command_line_or_is_refused():
         return
     options = ScriptOptions.for_job(job, input_dir="in", output_dir="out", model_path="m.joblib", workers=2)
     assert ScriptOptions.parse(options.to_argv()).passthrough == ("id", "city,state")
+
+
+@pytest.mark.parametrize(
+    "lineage",
+    [
+        {"training_job": "churn-xgb-2026-03-01"},
+        {
+            "package_group": "churn",
+            "package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn/7",
+            "package_version": 7,
+        },
+    ],
+    ids=["training-job", "registry"],
+)
+def test_a_resolved_models_archive_and_lineage_reach_the_script(lineage):
+    job = sample_job_spec()
+    artifact = ModelArtifact(
+        uri="s3://models-bucket/churn/output/model.tar.gz", sha256="c0ffee" * 10 + "c0de", **lineage
+    )
+
+    options = ScriptOptions.for_job(
+        job, input_dir="in", output_dir="out", model_path=container_model_path(artifact), model=artifact, workers=1
+    )
+    parsed = ScriptOptions.parse(options.to_argv())
+
+    assert parsed.model_path.as_posix() == "/opt/ml/processing/input/model/model.tar.gz"  # the archive itself
+    assert parsed.model_sha256 == artifact.sha256 != job.model.sha256
+    assert parsed.model_artifact() == artifact

@@ -11,7 +11,7 @@ from support.records import sample_job
 
 from shardflow.cli.job_views import file_json, files_failed_first, job_detail, job_json, jobs_table
 from shardflow.cli.jobs import jobs_argv
-from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobStatus
+from shardflow.core.record import AttemptRecord, ErrorKind, FileRecord, FileStatus, JobStatus
 
 FILES = [
     FileRecord("a.parquet", 10, FileStatus.SUCCEEDED, rows=100, output_key="a.parquet", seconds=1.0),
@@ -88,4 +88,43 @@ def test_json_holds_the_whole_record_and_its_progress():
         ("FAILED", "input", False),
         ("PENDING", None, True),
         ("FAILED", "transient", True),
+    ]
+
+
+ATTEMPTS = [
+    AttemptRecord(
+        1,
+        "demo-000000000001-a1",
+        "sagemaker",
+        "ml.c5.2xlarge",
+        2,
+        4,
+        "2026-01-01T00:00:00.000000Z",
+        started_at="2026-01-01T00:01:00.000000Z",
+        ended_at="2026-01-01T00:05:00.000000Z",
+        status=JobStatus.FAILED,
+        reason="d.parquet: worker killed",
+        files_done=2,
+        rows=100,
+    ),
+    AttemptRecord(2, "demo-000000000001-a2", "sagemaker", "ml.c5.2xlarge", 1, 2, "2026-01-01T00:06:00.000000Z"),
+]
+
+
+def test_show_lists_each_attempt_with_its_instances_times_and_reason():
+    record = sample_job(status=JobStatus.RUNNING, attempt=2, files_total=4, attempt_files=2)
+    record = replace(record, attempts=ATTEMPTS, processing_jobs=[a.processing_job for a in ATTEMPTS])
+
+    text = render(job_detail(record, FILES), width=200)
+
+    first = next(line for line in text.splitlines() if "demo-000000000001-a1" in line).split()
+    assert first[:7] == ["1", "demo-000000000001-a1", "sagemaker:", "2", "x", "ml.c5.2xlarge", "2/4"]
+    assert "FAILED" in first and "killed" in first[-1]
+    second = next(line for line in text.splitlines() if line.split()[:2] == ["2", "demo-000000000001-a2"])
+    assert "RUNNING" in second and "0/2" in second
+
+    job = json.loads(json.dumps(job_json(record)))
+    assert [(a["number"], a["status"], a["instance_count"]) for a in job["attempts"]] == [
+        (1, "FAILED", 2),
+        (2, None, 1),
     ]

@@ -9,13 +9,14 @@ import pytest
 from support.fakes import InMemoryJobStore
 from support.records import sample_job
 
-from shardflow.core.lifecycle import advance_job, retry_at, settle_job, submit_job, wait_timeout_seconds
+from shardflow.core.lifecycle import advance_job, retry_at, settle_job, stop_job, submit_job, wait_timeout_seconds
 from shardflow.core.planning import processing_job_name
 from shardflow.core.ports import ProcessingRequest, ProcessingState
 from shardflow.core.prepare import prepare_job
 from shardflow.core.publish import publish_job
 from shardflow.core.record import ErrorKind, FileStatus, JobStatus, parse_time
 from shardflow.core.s3uri import S3Uri
+from shardflow.core.status_table import job_progress
 from shardflow.errors import JobFailed, PublishError
 
 COMPLETED, FAILED = ProcessingState.COMPLETED, ProcessingState.FAILED
@@ -40,6 +41,7 @@ def test_submit_starts_one_attempt_over_every_input(job_store, backend, prepared
             job_name=name,
             input_keys=tuple(f"in/{key}" for key in KEYS),
             instance_count=2,
+            model=job.model,
         )
     ]
 
@@ -205,7 +207,7 @@ def test_a_file_whose_output_never_arrived_goes_back_to_pending(job_store, objec
     job = prepared()
     submit_job(job.job_id, job_store, backend)
     name = script.run(job.job_id)
-    object_store.delete(S3Uri.parse(job.output_prefix).join("part-0002.parquet"))
+    object_store.delete(backend.requests[-1].staging_prefix.join("part-0002.parquet"))
     backend.set_state(name, COMPLETED)
 
     record = settle_job(job.job_id, job_store, backend, object_store)
@@ -299,7 +301,8 @@ def test_advance_fails_the_job_when_its_attempts_run_out(job_store, object_store
     assert str(failure.value).splitlines() == [
         f"job {job.job_id} FAILED after 2 of 2 attempt(s); 1 of 4 file(s) failed. What went wrong:",
         f"part-0000.parquet: {UNREADABLE}",
-        "The outputs of the 3 file(s) that succeeded are kept under s3://shardflow-unit/out/; "
+        "The outputs of the 3 file(s) that succeeded are kept, unpublished, under "
+        f"s3://shardflow-unit/out/_staging/{job.job_id}/; "
         "fix the inputs named above and clear the task to resubmit only what failed.",
     ]
     assert len(backend.requests) == 2
@@ -359,7 +362,8 @@ def test_a_bad_input_is_never_resubmitted_and_the_job_fails_at_once(job_store, o
     assert str(failure.value).splitlines() == [
         f"job {job.job_id} FAILED after 1 of 3 attempt(s); 1 of 4 file(s) failed. What went wrong:",
         f"part-0000.parquet: {UNREADABLE}",
-        "The outputs of the 3 file(s) that succeeded are kept under s3://shardflow-unit/out/; "
+        "The outputs of the 3 file(s) that succeeded are kept, unpublished, under "
+        f"s3://shardflow-unit/out/_staging/{job.job_id}/; "
         "fix the inputs named above and start a new run, as a bad input is never retried.",
     ]
     stored = job_store.get_job(job.job_id)
@@ -432,6 +436,44 @@ def test_hostile_keys_refused_at_prepare_fail_the_job_once_the_good_files_are_do
     )
     assert "as a bad input is never retried" in message
     assert len(backend.requests) == 1
-    assert object_store.read(S3Uri("shardflow-unit", "out/part-0000.parquet"))  # the good outputs are kept
+    assert object_store.read(backend.requests[-1].staging_prefix.join("part-0000.parquet"))  # good outputs are kept
     with pytest.raises(PublishError, match="is FAILED, not SUCCEEDED"):
         publish_job(job.job_id, job_store, object_store)
+
+
+def test_each_attempt_is_logged_with_its_processing_job_instances_times_and_outcome(
+    job_store, object_store, backend, prepared, script
+):
+    job = prepared(instance_count=3, max_attempts=3)
+    submit_job(job.job_id, job_store, backend)
+    first = script.run(job.job_id, fail={"part-0000.parquet": UNREADABLE}, unreported={"late/part-0003.parquet"})
+    backend.set_state(first, COMPLETED)
+    advance_job(job.job_id, job_store, backend, object_store)
+    second = script.run(job.job_id)
+    backend.set_state(second, COMPLETED)
+
+    record = advance_job(job.job_id, job_store, backend, object_store).record
+
+    one, two = record.attempts
+    assert (one.number, one.processing_job, one.backend, one.instance_count, one.files) == (1, first, "local", 3, 4)
+    assert (two.number, two.processing_job, two.instance_count, two.files) == (2, second, 2, 2)
+    assert (one.status, two.status) == (JobStatus.FAILED, JobStatus.SUCCEEDED)
+    assert one.reason is not None and "part-0000.parquet" in one.reason and two.reason is None
+    assert one.submitted_at <= one.ended_at <= two.submitted_at <= two.ended_at  # type: ignore[operator]
+    assert two.ended_at == record.finished_at
+
+
+def test_a_stop_closes_the_running_attempt_and_keeps_what_its_files_had_done(job_store, backend, prepared, script):
+    job = prepared()
+    submit_job(job.job_id, job_store, backend)
+    script.run(job.job_id, unreported=KEYS[2:], upload=False)  # two files done, still running
+
+    record = stop_job(job.job_id, job_store, backend, by="ada")
+
+    (attempt,) = record.attempts
+    assert attempt.status is JobStatus.CANCELLED and attempt.reason is not None and "stopped by ada" in attempt.reason
+    assert (attempt.files_done, record.files_succeeded, record.files_total) == (2, 2, 4)
+    assert record.rows == attempt.rows > 0
+    progress = job_progress(record)
+    assert (progress.files_text, progress.rows) == ("2/4", record.rows)
+    assert job_store.get_job(job.job_id) == record

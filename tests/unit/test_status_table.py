@@ -1,10 +1,12 @@
 """How a job's progress is counted for every view of it (terminal, demo, Airflow page), and the
 demo's plain table: from records alone, no table."""
 
+from dataclasses import replace
+
 from support.records import sample_job
 
-from shardflow.core.record import JobStatus
-from shardflow.core.status_table import format_duration, format_jobs, job_progress
+from shardflow.core.record import AttemptRecord, FileRecord, FileStatus, JobStatus
+from shardflow.core.status_table import format_duration, format_jobs, job_progress, throughput
 
 STARTED, FINISHED = "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:10.000000Z"
 
@@ -100,3 +102,33 @@ def test_the_demo_table_is_plain_aligned_text():
         "demo-ab94ae0f71b8  demo      SUCCEEDED  1/3       6/6               66,800  10.0 s",
         "demo-000000000002  demo      RUNNING    1/3       3/6 (running)     0       -",
     ]
+
+
+def test_throughput_buckets_each_finished_files_rows_by_when_it_finished():
+    record = replace(
+        sample_job(status=JobStatus.SUCCEEDED, started_at=STARTED, finished_at=FINISHED),
+        attempts=[
+            AttemptRecord(1, "p-1", "local", "ml.m5.xlarge", 1, 3, STARTED, started_at=STARTED),
+            AttemptRecord(2, "p-2", "local", "ml.m5.xlarge", 1, 1, STARTED, started_at="2026-01-01T00:00:06.000000Z"),
+        ],
+    )
+    files = [
+        FileRecord("a", 1, FileStatus.SUCCEEDED, rows=1_000, finished_at="2026-01-01T00:00:01.500000Z"),
+        FileRecord("b", 1, FileStatus.SUCCEEDED, rows=3_000, finished_at="2026-01-01T00:00:01.900000Z"),
+        FileRecord("c", 1, FileStatus.SUCCEEDED, rows=500, finished_at="2026-01-01T00:00:09.000000Z"),
+        FileRecord("d", 1, FileStatus.FAILED, rows=0, error="bad", finished_at="2026-01-01T00:00:02.000000Z"),
+        FileRecord("e", 1, FileStatus.PENDING),
+    ]
+
+    chart = throughput(record, files, buckets=5)
+
+    assert chart is not None and chart.bucket_seconds == 2.0
+    assert chart.rates == (2_000.0, 0.0, 0.0, 0.0, 250.0)  # 4,000 rows in 0-2 s, 500 in 8-10 s
+    assert sum(rate * chart.bucket_seconds for rate in chart.rates) == 4_500
+    assert chart.marks == ((0.0, "attempt 1"), (6.0, "attempt 2")) and chart.peak == 2_000.0
+
+
+def test_no_throughput_before_a_file_has_succeeded():
+    record = sample_job(status=JobStatus.RUNNING, started_at=STARTED, created_at=STARTED)
+
+    assert throughput(record, [FileRecord("a", 1, FileStatus.FAILED, error="bad", finished_at=FINISHED)]) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from airflow.sdk import DAG, BaseOperator, Context, Param
 
@@ -21,7 +21,7 @@ from shardflow.airflow.operators import (
 from shardflow.airflow.policy import ADHOC_DAG_ID
 from shardflow.airflow.sensors import JobSensor
 from shardflow.contract import INPUT_FORMATS, MAX_INSTANCES, MAX_RUNTIME_SECONDS, OUTPUT_FORMATS
-from shardflow.core.job import JobSpec, RetrySpec
+from shardflow.core.job import MODEL_PACKAGE_GROUP, TRAINING_JOB_NAME, JobSpec, RegistryModel, RetrySpec
 from shardflow.spec.jobs import job_for_run, spec_from_form
 from shardflow.spec.quotas import default_instance_type
 from shardflow.spec.settings import Settings
@@ -47,17 +47,43 @@ def adhoc_params(settings: Settings) -> dict[str, Param]:
     default_type = default_instance_type(quotas)
     prefix = rf"^s3://{_BUCKET}/([^{{}}]*/)?$"
     return {
+        # One model source of three (the spec's rule, checked when the run prepares): a URI or a
+        # training job, each with its sha256, or a Model Registry group.
         "model_uri": Param(
-            type="string",
+            None,
+            type=["null", "string"],
             title="Model URI",
-            description="s3://bucket/key of a joblib model (scikit-learn or XGBoost)",
+            description="s3://bucket/key of a joblib model, an XGBoost .json/.ubj, or a model.tar.gz",
             pattern=rf"^s3://{_BUCKET}/.*[^/]$",
         ),
+        "model_training_job": Param(
+            None,
+            type=["null", "string"],
+            title="Model: training job",
+            description="or a Completed SageMaker training job, whose model.tar.gz is the model",
+            pattern=TRAINING_JOB_NAME.pattern,
+        ),
         "model_sha256": Param(
-            type="string",
+            None,
+            type=["null", "string"],
             title="Model sha256",
-            description="`sha256sum model.joblib`: any other artifact is refused before it is loaded",
+            description="with a URI or a training job: `sha256sum model.joblib`; any other artifact is refused "
+            "before it is loaded",
             pattern=r"^[0-9a-f]{64}$",
+        ),
+        "model_registry_group": Param(
+            None,
+            type=["null", "string"],
+            title="Model: registry group",
+            description="or a Model Registry group: its newest package with the status below, checked against "
+            "the sha256 in the package's CustomerMetadataProperties",
+            pattern=MODEL_PACKAGE_GROUP.pattern,
+        ),
+        "model_registry_status": Param(
+            "Approved",
+            type="string",
+            title="Model: registry approval status",
+            enum=list(get_args(RegistryModel.model_fields["status"].annotation)),
         ),
         "input_prefix": Param(
             type="string", title="Input prefix", description="s3://bucket/path/ ending in '/'", pattern=prefix
@@ -70,6 +96,13 @@ def adhoc_params(settings: Settings) -> dict[str, Param]:
         ),
         "input_format": Param("parquet", type="string", title="Input format", enum=list(INPUT_FORMATS)),
         "output_format": Param("parquet", type="string", title="Output format", enum=list(OUTPUT_FORMATS)),
+        "overwrite": Param(
+            False,
+            type="boolean",
+            title="Overwrite",
+            description="replace the outputs another job published under the output prefix (otherwise "
+            "such a run is refused)",
+        ),
         "backend": Param(
             "local",
             type="string",

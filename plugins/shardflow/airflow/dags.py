@@ -1,5 +1,6 @@
-"""Builds one Airflow DAG per pipeline spec (prepare -> submit -> wait -> publish), and collects
-the specs that cannot become a DAG, each with its file and what is wrong with it."""
+"""Builds one Airflow DAG per pipeline spec ([wait_for_input ->] prepare -> submit -> wait ->
+publish), and collects the specs that cannot become a DAG, each with its file and what is wrong
+with it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from airflow.sdk import DAG, Asset, Context
 from airflow.sdk.definitions.asset import BaseAsset
 
 from shardflow.airflow.operators import PrepareJobOperator, PublishJobOperator, SubmitJobOperator, final_failures
-from shardflow.airflow.sensors import JobSensor
+from shardflow.airflow.sensors import InputSensor, JobSensor
 from shardflow.core.lifecycle import submit_job, wait_timeout_seconds
 from shardflow.errors import SpecError
 from shardflow.spec.pipeline import AssetSchedule, PipelineSpec, check_specs
@@ -141,6 +142,17 @@ def build_pipeline_dag(spec: PipelineSpec, settings: Settings | None = None) -> 
         )
         publish = PublishJobOperator(task_id="publish", job_id=_JOB_ID, outlets=[output_asset(spec)], **common)
         prepare >> submit >> wait >> publish
+        if spec.input.wait is not None:
+            arrived = InputSensor(
+                task_id="wait_for_input",
+                prefix=spec.input.prefix,
+                input_format=spec.input.format,
+                marker=spec.input.wait.marker,
+                timeout=spec.input.wait.timeout_seconds,
+                poke_interval=settings.poll_seconds,
+                aws_conn_id=settings.aws_conn_id,
+            )
+            arrived >> prepare
     return dag
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from shardflow.aws.jobstore import JobStore
+from shardflow.aws.models import SageMakerModelCatalog
 from shardflow.aws.s3 import S3ObjectStore
 from shardflow.compute import get_backend
 from shardflow.core.ports import ComputeBackend
@@ -50,6 +51,11 @@ class ShardflowHook:
     @cached_property
     def objects(self) -> S3ObjectStore:
         return S3ObjectStore(self.s3)
+
+    @cached_property
+    def models(self) -> SageMakerModelCatalog:
+        """Training jobs and Model Registry packages, for resolving a spec's model in prepare."""
+        return SageMakerModelCatalog(self._aws("sagemaker").get_conn())
 
     @cached_property
     def store(self) -> JobStore:

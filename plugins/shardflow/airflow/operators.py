@@ -9,8 +9,8 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
 
+from shardflow.airflow.compat import AirflowFailException
 from shardflow.airflow.hooks import ShardflowHook
 from shardflow.core.job import JobSpec
 from shardflow.core.lifecycle import submit_job
@@ -44,7 +44,7 @@ def prepare_and_report(job: JobSpec, hook: ShardflowHook, log: Any) -> str:
     """Prepare the job (see :func:`~shardflow.core.prepare.prepare_job`), log what it covers, and
     return its id: the prepare task's result, whichever DAG it is in."""
     with final_failures():
-        record = prepare_job(job, hook.store, hook.objects)
+        record = prepare_job(job, hook.store, hook.objects, hook.models)
     log.info(
         "job %s: %d input files under %s -> %s",
         record.job_id,

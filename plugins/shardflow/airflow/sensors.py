@@ -1,24 +1,30 @@
-"""The job sensor: waits on the job record, settles it when the processing job ends or goes
-silent, and resubmits the files that did not succeed, with backoff, while attempts remain."""
+"""The sensors: the job sensor waits on the job record, settles it when the processing job ends
+or goes silent, and resubmits the files that did not succeed, with backoff, while attempts
+remain; the input sensor waits for a run's input to land before its job is prepared."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException
 
+from shardflow.airflow.compat import AirflowFailException, AirflowSensorTimeout
 from shardflow.airflow.hooks import ShardflowHook
-from shardflow.airflow.operators import final_failures
-from shardflow.airflow.triggers import JobTrigger
+from shardflow.airflow.operators import final_failures, run_moment
+from shardflow.airflow.triggers import InputTrigger, JobTrigger
+from shardflow.aws.s3 import S3ObjectStore
+from shardflow.core.arrival import Arrival
 from shardflow.core.lifecycle import advance_job, wait_timeout_seconds
+from shardflow.core.s3uri import S3Uri
 from shardflow.errors import JobNotFound
+from shardflow.spec.templating import render_prefix
 
-__all__ = ["JobSensor"]
+__all__ = ["InputSensor", "JobSensor"]
 
 
 class JobSensor(BaseSensorOperator):
@@ -134,3 +140,95 @@ class JobSensor(BaseSensorOperator):
             "job %s %s, attempt %d: %s", self.job_id, record.status, record.attempt, record.current_processing_job
         )
         return None
+
+
+class InputSensor(BaseSensorOperator):
+    """Wait until a run's input has arrived: the first task of a pipeline whose spec has
+    ``input.wait``. Returns the address of what arrived.
+
+    Looks once on the worker, then (deferrable, the default) waits in the triggerer, holding no
+    worker slot; with ``deferrable=False`` it is a plain poke/reschedule sensor. After ``timeout``
+    seconds it fails for good (no task retry), naming the prefix and what it waited for.
+
+    :param prefix: the spec's input prefix, rendered for the run as the prepare step renders it
+        (see :func:`~shardflow.airflow.operators.run_moment`).
+    :param input_format: the input's format: without a marker, the first non-empty file of it.
+    :param marker: the key under the prefix that says the input is complete (``_SUCCESS``).
+    :param aws_conn_id: the Airflow connection to AWS.
+    :param deferrable: wait in the triggerer.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        input_format: str,
+        marker: str | None = None,
+        aws_conn_id: str = "aws_default",
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", 30)
+        super().__init__(**kwargs)
+        self.prefix = prefix
+        self.input_format = input_format
+        self.marker = marker
+        self.aws_conn_id = aws_conn_id
+        self.deferrable = deferrable
+
+    @cached_property
+    def objects(self) -> S3ObjectStore:
+        return S3ObjectStore(AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="s3").get_conn())
+
+    def execute(self, context: Context) -> Any:
+        arrival = self._arrival(context)
+        found = self._find(arrival)
+        if found is not None:
+            return found
+        if not self.deferrable:
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout:
+                raise AirflowFailException(arrival.timeout_message(self.timeout)) from None
+        deadline = datetime.now(UTC) + timedelta(seconds=self.timeout)
+        self.log.info("waiting until %s for %s", deadline.isoformat(timespec="seconds"), arrival.describe())
+        self.defer(
+            trigger=InputTrigger(
+                prefix=str(arrival.prefix),
+                input_format=self.input_format,
+                marker=self.marker,
+                aws_conn_id=self.aws_conn_id,
+                deadline=deadline.isoformat(),
+                poll_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        payload = event if isinstance(event, dict) else {}
+        status = payload.get("status")
+        if status == "arrived":
+            self.log.info("input arrived: %s", payload["key"])
+            return str(payload["key"])
+        if status == "timeout":
+            raise AirflowFailException(self._arrival(context).timeout_message(self.timeout))
+        if status == "error":
+            raise AirflowFailException(str(payload["message"]))
+        raise AirflowFailException(f"the input trigger sent an event this sensor does not know: {event!r}")
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        found = self._find(self._arrival(context))
+        return PokeReturnValue(is_done=found is not None, xcom_value=found)
+
+    def _arrival(self, context: Context) -> Arrival:
+        prefix = S3Uri.parse(render_prefix(self.prefix, run_moment(context)))
+        return Arrival(prefix, self.input_format, self.marker)
+
+    def _find(self, arrival: Arrival) -> str | None:
+        """The address of what arrived, or ``None``; a missing bucket or a refused listing fails at once."""
+        with final_failures():
+            found = arrival.find(self.objects)
+        if found is None:
+            return None
+        self.log.info("input arrived: %s", S3Uri(arrival.prefix.bucket, found.key))
+        return str(S3Uri(arrival.prefix.bucket, found.key))

@@ -1,19 +1,26 @@
-"""The trigger behind the job sensor: polls the job record from the triggerer, holding no worker."""
+"""The triggers behind the sensors: poll the job record, or the run's input prefix, from the
+triggerer, holding no worker."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shardflow.airflow.hooks import backend_from_config
 from shardflow.aws.jobstore_async import JobRecordReader, read_job
+from shardflow.aws.s3 import first_object_async
+from shardflow.core.arrival import Arrival
 from shardflow.core.record import JobStatus
+from shardflow.core.s3uri import S3Uri
+from shardflow.errors import ResourceError
 
-__all__ = ["JobTrigger"]
+__all__ = ["InputTrigger", "JobTrigger"]
 
 _SETTLED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -104,3 +111,73 @@ class JobTrigger(BaseTrigger):
 
     async def _connect(self) -> Any:
         return await AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="dynamodb").get_async_conn()
+
+
+class InputTrigger(BaseTrigger):
+    """Fires once the run's input has arrived (see :class:`~shardflow.core.arrival.Arrival`), or at
+    ``deadline`` when it has not, or when S3 refuses the listing for good (no such bucket, access
+    denied). A throttled or failed listing is tried again at the next poll.
+
+    :param prefix: the run's input prefix, rendered.
+    :param input_format: the input's format.
+    :param marker: the key under ``prefix`` that says the input is complete, or ``None``.
+    :param aws_conn_id: the Airflow connection to AWS.
+    :param deadline: when to give up, an ISO 8601 time with its zone; fixed when the task first
+        deferred, so a triggerer that restarts the trigger keeps it.
+    :param poll_interval: seconds between listings.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        input_format: str,
+        marker: str | None,
+        aws_conn_id: str,
+        deadline: str,
+        poll_interval: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.input_format = input_format
+        self.marker = marker
+        self.aws_conn_id = aws_conn_id
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "prefix": self.prefix,
+                "input_format": self.input_format,
+                "marker": self.marker,
+                "aws_conn_id": self.aws_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        arrival = Arrival(S3Uri.parse(self.prefix), self.input_format, self.marker)
+        deadline = datetime.fromisoformat(self.deadline)
+        hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="s3")
+        async with await hook.get_async_conn() as client:
+            while True:
+                try:
+                    found = await first_object_async(client, arrival.listing, arrival.is_arrival)
+                except ResourceError as error:
+                    yield TriggerEvent({"status": "error", "message": str(error)})
+                    return
+                except (ClientError, BotoCoreError) as error:
+                    self.log.warning("listing %s failed, trying again at the next poll: %s", arrival.listing, error)
+                    found = None
+                if found is not None:
+                    yield TriggerEvent({"status": "arrived", "key": str(S3Uri(arrival.prefix.bucket, found.key))})
+                    return
+                remaining = (deadline - datetime.now(UTC)).total_seconds()
+                if remaining <= 0:
+                    yield TriggerEvent({"status": "timeout"})
+                    return
+                self.log.info("waiting for %s (%.0f s left)", arrival.describe(), remaining)
+                # The last poll falls on the deadline itself, so input that lands just in time counts.
+                await asyncio.sleep(min(self.poll_interval, remaining))

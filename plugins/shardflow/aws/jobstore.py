@@ -1,10 +1,7 @@
 """The job store: the only code that reads and writes the DynamoDB job table, and so the only
 owner of its item format.
 
-One table holds a job item (``pk=JOB#<id>, sk=JOB``) and one small item per input file
-(``sk=FILE#<relative key>``). The job item keeps the job's description nested under ``job``
-(a versioned :class:`~shardflow.core.job.JobSpec`) and the attributes the indexes read
-(``pipeline``, ``created_at``, ``status``, ``updated_at``) at the top. Every status change is a
+The item format is :mod:`shardflow.aws.job_items`'s. Every status change is a
 write conditioned on the version read. A missing table or a refused access is a named error that
 says which table and what to do; botocore's traceback goes to the debug log.
 """
@@ -14,26 +11,31 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, fields, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, replace
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
+from shardflow.aws.job_items import (
+    FILE_SK,
+    JOB_FIELDS,
+    JOB_PK,
+    JOB_SK,
+    file_from_item,
+    file_item,
+    job_from_item,
+    job_item,
+    job_key,
+    to_item,
+)
 from shardflow.aws.job_queries import JOB_KIND, JobPage, JobQuery, query_jobs
-from shardflow.core.job import JOB_SPEC_VERSION, JobSpec
-from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, check_transition, utcnow
-from shardflow.errors import AccessDenied, JobConflict, JobNotFound, JobTableNotFound, ResourceError, ShardflowError
+from shardflow.core.record import FileRecord, JobRecord, JobStatus, attempts_after, check_transition, utcnow
+from shardflow.errors import AccessDenied, JobConflict, JobNotFound, JobTableNotFound, ResourceError
 
-__all__ = ["JobStore", "job_from_item", "job_id_of_item", "job_key"]
+__all__ = ["JobStore"]
 
-_JOB_SK = "JOB"
-_FILE_SK = "FILE#"
-_JOB_PK = "JOB#"
 _RETENTION = timedelta(days=90)
 
 
@@ -42,65 +44,18 @@ _DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSigna
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-_JOB_FIELDS = {f.name for f in fields(JobRecord)}
+#: DynamoDB allows 100 actions per transaction; one is the fence's ConditionCheck.
+_FILES_PER_TRANSACTION = 99
+#: The fence on an attempt's writes: the job is still at that attempt, and the attempt is active.
+_CURRENT_ATTEMPT = "attempt = :attempt AND #status IN (:submitted, :running)"
 
 
-def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+def _current_attempt_values(attempt: int) -> dict[str, Any]:
     return {
-        k: _serializer.serialize(Decimal(str(v)) if isinstance(v, float) else v)
-        for k, v in values.items()
-        if v is not None
+        ":attempt": {"N": str(attempt)},
+        ":submitted": {"S": str(JobStatus.SUBMITTED)},
+        ":running": {"S": str(JobStatus.RUNNING)},
     }
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers come back as Decimal, at any depth; our records hold ints and floats."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
-
-
-def job_from_item(item: Mapping[str, Any]) -> JobRecord:
-    """Decode a job item as returned by a low-level DynamoDB client (sync or async)."""
-    values = {k: v for k, v in _from_item(item).items() if k in _JOB_FIELDS}
-    job = values.get("job") or {}
-    if job.get("version") != JOB_SPEC_VERSION:
-        raise ShardflowError(
-            f"job {values.get('job_id')!r} was written with job description version {job.get('version')!r}; "
-            f"this Shardflow reads version {JOB_SPEC_VERSION}: run the Shardflow version that wrote it"
-        )
-    try:
-        values["job"] = JobSpec.model_validate(job)
-    except ValidationError as error:
-        raise ShardflowError(f"job {values.get('job_id')!r}: its stored description is invalid:\n{error}") from None
-    values["status"] = JobStatus(values["status"])
-    values["processing_jobs"] = list(values.get("processing_jobs", []))
-    values["refused_files"] = list(values.get("refused_files", []))
-    return JobRecord(**values)
-
-
-def job_key(job_id: str) -> dict[str, Any]:
-    return {"pk": {"S": _JOB_PK + job_id}, "sk": {"S": _JOB_SK}}
-
-
-def job_id_of_item(item: Mapping[str, Any]) -> str:
-    """The job id of a job item, from its key."""
-    return str(item["pk"]["S"][len(_JOB_PK) :])
-
-
-def _job_item(record: JobRecord) -> dict[str, Any]:
-    values = {**asdict(record), "job": record.job.model_dump(mode="json"), "pipeline": record.pipeline}
-    return {**_to_item(values), "kind": {"S": JOB_KIND}}
 
 
 #: The table's indexes: name -> (partition key, sort key). Newest first in each.
@@ -117,21 +72,6 @@ def _index(name: str, keys: tuple[str, str]) -> dict[str, Any]:
         "KeySchema": [{"AttributeName": keys[0], "KeyType": "HASH"}, {"AttributeName": keys[1], "KeyType": "RANGE"}],
         "Projection": {"ProjectionType": "ALL"},
     }
-
-
-def _file_from_item(item: Mapping[str, Any]) -> FileRecord:
-    values = _from_item(item)
-    return FileRecord(
-        key=values["sk"][len(_FILE_SK) :],
-        size=values.get("size", 0),
-        status=FileStatus(values.get("file_status", FileStatus.PENDING)),
-        rows=values.get("rows", 0),
-        output_key=values.get("output_key"),
-        error=values.get("error"),
-        processing_job=values.get("processing_job"),
-        seconds=float(values["seconds"]) if "seconds" in values else None,
-        error_kind=ErrorKind(values["error_kind"]) if "error_kind" in values else None,
-    )
 
 
 def _named_faults(method: Callable[Concatenate[JobStore, _P], _R]) -> Callable[Concatenate[JobStore, _P], _R]:
@@ -175,7 +115,7 @@ class JobStore:
         if code in _DENIED:
             return AccessDenied(
                 f"access denied to job table {self.table!r} in {region} ({code}): give the credentials in use "
-                "dynamodb:GetItem, PutItem, UpdateItem, Query and BatchWriteItem on it"
+                "dynamodb:GetItem, PutItem, UpdateItem, Query, BatchWriteItem and ConditionCheckItem on it"
             )
         return None
 
@@ -221,7 +161,7 @@ class JobStore:
         pages = paginator.paginate(
             TableName=self.table,
             FilterExpression="sk = :job AND attribute_not_exists(kind)",
-            ExpressionAttributeValues={":job": {"S": _JOB_SK}},
+            ExpressionAttributeValues={":job": {"S": JOB_SK}},
             ProjectionExpression="pk, sk",
         )
         for item in (item for page in pages for item in page["Items"]):
@@ -246,10 +186,10 @@ class JobStore:
         files = list(files)
         record = replace(record, files_total=len(files))
         expires_at = int(time.time() + _RETENTION.total_seconds())
-        item = {**_job_item(record), **job_key(record.job_id), "expires_at": {"N": str(expires_at)}}
+        item = {**job_item(record), **job_key(record.job_id), "expires_at": {"N": str(expires_at)}}
         # File items go first: a job item that exists always has its complete file list. Two
         # prepares racing here write the same PENDING items; only one job item is created.
-        self._batch_put([self._file_item(record.job_id, f, expires_at) for f in files])
+        self._batch_put([file_item(record.job_id, f, expires_at) for f in files])
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
         except ClientError as error:
@@ -273,13 +213,16 @@ class JobStore:
         :raises JobConflict: the stored job is no longer at ``record.version``.
         """
         check_transition(record.job_id, record.status, to)
-        unknown = set(changes) - (_JOB_FIELDS - {"job", "job_id"})
+        unknown = set(changes) - (JOB_FIELDS - {"job", "job_id"})
         if unknown:
             raise TypeError(f"not job fields: {sorted(unknown)}")
         now = utcnow()
         values: dict[str, Any] = {**changes, "status": str(to), "updated_at": now, "version": record.version + 1}
         if to in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
             values.setdefault("finished_at", now)
+        attempts = attempts_after(record, to, changes, now)
+        if attempts != record.attempts:
+            values["attempts"] = [asdict(attempt) for attempt in attempts]
         names = {f"#f{i}": name for i, name in enumerate(values)}
         sets = [f"#f{i} = :v{i}" for i, value in enumerate(values.values()) if value is not None]
         removes = [f"#f{i}" for i, value in enumerate(values.values()) if value is None]
@@ -292,7 +235,7 @@ class JobStore:
                 ConditionExpression="#version = :expected AND #status = :from",
                 ExpressionAttributeNames={**names, "#version": "version", "#status": "status"},
                 ExpressionAttributeValues={
-                    **_to_item(placeholders),
+                    **to_item(placeholders),
                     ":expected": {"N": str(record.version)},
                     ":from": {"S": str(record.status)},
                 },
@@ -306,24 +249,26 @@ class JobStore:
                 f"({record.status}); it is now {current.status} at version {current.version}. "
                 "Re-read the job and decide again."
             ) from None
-        return replace(record, **{k: v for k, v in values.items() if k != "status"}, status=to)
+        kept = {k: v for k, v in values.items() if k not in ("status", "attempts")}
+        return replace(record, **kept, status=to, attempts=attempts)
 
     @_named_faults
     def heartbeat(self, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> bool:
         """Say the attempt's script is alive and add the files and rows it finished since the last
         beat. Not a status change, so the version stays. An attempt that is no longer the job's
-        current one is refused (``False``): its progress must not count for the next."""
+        current, active one is refused (``False``): its progress must not count for the next."""
         try:
             self.client.update_item(
                 TableName=self.table,
                 Key=job_key(job_id),
                 UpdateExpression="SET heartbeat_at = :now ADD progress_files :files, progress_rows :rows",
-                ConditionExpression="attempt = :attempt",
+                ConditionExpression=_CURRENT_ATTEMPT,
+                ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":now": {"S": utcnow()},
                     ":files": {"N": str(files)},
                     ":rows": {"N": str(rows)},
-                    ":attempt": {"N": str(attempt)},
+                    **_current_attempt_values(attempt),
                 },
             )
         except ClientError as error:
@@ -347,13 +292,64 @@ class JobStore:
 
     @_named_faults
     def list_files(self, job_id: str) -> list[FileRecord]:
-        return [_file_from_item(item) for item in self._query_files(job_id)]
+        return [file_from_item(item) for item in self._query_files(job_id)]
 
     @_named_faults
-    def record_file_results(self, job_id: str, results: Iterable[FileRecord]) -> None:
-        """Store per-file outcomes in batches of 25 (one BatchWriteItem each), never per row."""
+    def record_file_results(self, job_id: str, results: Iterable[FileRecord], attempt: int | None = None) -> bool:
+        """Store per-file outcomes in batches, never per row.
+
+        With ``attempt`` (every write by a processing attempt, and the lifecycle's on its behalf)
+        the writes are fenced: each batch of up to 99 files is one TransactWriteItems whose
+        ConditionCheck says the job is still at that attempt, SUBMITTED or RUNNING. A superseded
+        or settled attempt's results are refused whole and logged (``False``), never applied, so
+        a stale writer cannot overwrite what a newer attempt recorded. Without ``attempt`` (the
+        prepare step's file list) batches of 25 go through BatchWriteItem.
+        """
         expires_at = int(time.time() + _RETENTION.total_seconds())
-        self._batch_put([self._file_item(job_id, result, expires_at) for result in results])
+        # One transaction may not touch an item twice: the last result of a key wins.
+        items = list({r.key: file_item(job_id, r, expires_at) for r in results}.values())
+        if attempt is None:
+            self._batch_put(items)
+            return True
+        for start in range(0, len(items), _FILES_PER_TRANSACTION):
+            if not self._fenced_put(job_id, attempt, items[start : start + _FILES_PER_TRANSACTION]):
+                log.warning(
+                    "job %s is no longer at attempt %d (or has settled): refused %d file result(s) of that attempt",
+                    job_id,
+                    attempt,
+                    len(items) - start,
+                )
+                return False
+        return True
+
+    def _fenced_put(self, job_id: str, attempt: int, items: list[dict[str, Any]]) -> bool:
+        """Put ``items`` in one transaction with the attempt's fence; ``False`` when the fence holds."""
+        check = {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": job_key(job_id),
+                "ConditionExpression": _CURRENT_ATTEMPT,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": _current_attempt_values(attempt),
+            }
+        }
+        puts = [{"Put": {"TableName": self.table, "Item": item}} for item in items]
+        delay = 0.05
+        while True:
+            try:
+                self.client.transact_write_items(TransactItems=[check, *puts])
+                return True
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    return False
+                # Another transaction or write on these items was in flight: try again.
+                if not any(c in ("TransactionConflict", "ThrottlingError") for c in codes) or delay > 2.0:
+                    raise
+                time.sleep(delay)
+                delay *= 2
 
     def _query_files(self, job_id: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("query")
@@ -361,31 +357,9 @@ class JobStore:
             TableName=self.table,
             ConsistentRead=True,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :file)",
-            ExpressionAttributeValues={":pk": {"S": _JOB_PK + job_id}, ":file": {"S": _FILE_SK}},
+            ExpressionAttributeValues={":pk": {"S": JOB_PK + job_id}, ":file": {"S": FILE_SK}},
         ):
             yield from page["Items"]
-
-    @staticmethod
-    def _file_item(job_id: str, record: FileRecord, expires_at: int) -> dict[str, Any]:
-        values = {
-            "size": record.size,
-            "file_status": str(record.status),
-            "rows": record.rows,
-            "output_key": record.output_key,
-            "error": record.error,
-            "processing_job": record.processing_job,
-            "seconds": None if record.seconds is None else round(record.seconds, 3),
-            "error_kind": None if record.error_kind is None else str(record.error_kind),
-            "updated_at": utcnow(),
-        }
-        return {
-            "pk": {"S": _JOB_PK + job_id},
-            "sk": {"S": _FILE_SK + record.key},
-            "expires_at": {"N": str(expires_at)},
-            **_to_item({k: v for k, v in values.items() if k != "updated_at"}),
-            # Not "updated_at": file items must stay out of the sparse by_status index.
-            "file_updated_at": {"S": values["updated_at"]},
-        }
 
     def _batch_put(self, items: list[dict[str, Any]]) -> None:
         for start in range(0, len(items), 25):

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from shardflow.aws.jobstore import job_from_item, job_id_of_item, job_key
+from shardflow.aws.job_items import job_from_item, job_id_of_item, job_key
 from shardflow.core.record import JobRecord
 
 __all__ = ["AsyncClientFactory", "JobRecordReader", "read_job"]

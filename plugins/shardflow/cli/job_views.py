@@ -15,6 +15,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus
 from shardflow.core.status_table import JobProgress, format_duration, job_progress
 
@@ -146,6 +147,18 @@ def files_failed_first(files: Sequence[FileRecord]) -> list[FileRecord]:
     return sorted(files, key=lambda f: (_FILE_ORDER[f.status], f.key))
 
 
+def _lineage(artifact: ModelArtifact) -> str:
+    """Where the job's model came from, as prepare resolved it."""
+    if artifact.package_arn is not None:
+        return (
+            f"model registry group {artifact.package_group}, version {artifact.package_version}\n"
+            f"package {artifact.package_arn}"
+        )
+    if artifact.training_job is not None:
+        return f"training job {artifact.training_job}"
+    return "the spec's model.uri"
+
+
 def _details(record: JobRecord) -> Table:
     job = record.job
     grid = Table.grid(padding=(0, 2))
@@ -154,7 +167,8 @@ def _details(record: JobRecord) -> Table:
     compute = job.compute
     rows: list[tuple[str, RenderableType | None]] = [
         ("pipeline", f"{record.pipeline} (DAG {job.dag_id}, run {job.run_id})"),
-        ("model", f"{job.model.uri}\nsha256 {job.model.sha256}"),
+        ("model", f"{record.artifact.uri}\nsha256 {record.artifact.sha256}"),
+        ("lineage", _lineage(record.artifact)),
         ("input", f"{job.input.prefix} ({job.input.format})"),
         ("output", f"{job.output.prefix} ({job.output.format}, probability {job.output.probability})"),
         (
@@ -183,14 +197,37 @@ def _details(record: JobRecord) -> Table:
 
 
 def _attempts(record: JobRecord, files: Sequence[FileRecord]) -> Table:
+    if not record.attempts:  # a job recorded before attempts were logged: count from its files
+        table = _table(
+            ("#", "processing job", "succeeded", "failed", ""), right=("#", "succeeded", "failed"), title="Attempts"
+        )
+        for number, name in enumerate(record.processing_jobs, start=1):
+            reported = [f for f in files if f.processing_job == name]
+            succeeded = sum(1 for f in reported if f.status is FileStatus.SUCCEEDED)
+            current = name == record.current_processing_job and record.status.is_active
+            table.add_row(
+                str(number), name, str(succeeded), str(len(reported) - succeeded), "running" if current else ""
+            )
+        return table
     table = _table(
-        ("#", "processing job", "succeeded", "failed", ""), right=("#", "succeeded", "failed"), title="Attempts"
+        ("#", "processing job", "instances", "files", "rows", "started (UTC)", "ended (UTC)", "outcome", "reason"),
+        right=("#", "files", "rows"),
+        fold=("reason",),
+        title="Attempts",
     )
-    for number, name in enumerate(record.processing_jobs, start=1):
-        reported = [f for f in files if f.processing_job == name]
-        succeeded = sum(1 for f in reported if f.status is FileStatus.SUCCEEDED)
-        current = name == record.current_processing_job and record.status.is_active
-        table.add_row(str(number), name, str(succeeded), str(len(reported) - succeeded), "running" if current else "")
+    for a in record.attempts:
+        outcome = status_text(a.status) if a.status else status_text(record.status)
+        table.add_row(
+            str(a.number),
+            a.processing_job,
+            f"{a.backend}: {a.instance_count} x {a.instance_type}",
+            f"{a.files_done}/{a.files}",
+            f"{a.rows:,}",
+            _time(a.started_at or a.submitted_at),
+            _time(a.ended_at),
+            outcome,
+            Text(a.reason, style="red") if a.reason else "",
+        )
     return table
 
 
@@ -233,9 +270,11 @@ def job_json(record: JobRecord) -> dict[str, Any]:
     values: dict[str, Any] = {f.name: getattr(record, f.name) for f in fields(record)}
     values.update(
         job=record.job.model_dump(mode="json"),
+        model=record.artifact.model_dump(mode="json"),
         status=str(record.status),
         pipeline=record.pipeline,
         max_attempts=record.max_attempts,
+        attempts=[{**asdict(a), "status": str(a.status) if a.status else None} for a in record.attempts],
     )
     progress = job_progress(record)
     values["progress"] = {**asdict(progress), "rows_per_second": progress.rows_per_second}

@@ -1,4 +1,4 @@
-"""``shardflow jobs list | show | watch | stop``: the job table for a person (rich tables and bars)
+"""``shardflow jobs list | show | watch | cancel | reconcile``: the job table for a person (rich tables and bars)
 and for scripts (``--json``). ``shardflow jobs --pipeline P``, the form before subcommands, lists."""
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def _watch(args: argparse.Namespace) -> int:
         return watch_job(store, args.job_id, terminal(), interval=args.interval, as_json=args.json)
     except KeyboardInterrupt:
         # Watching is only looking: the job goes on, and Ctrl-C is the way to stop looking.
-        print(f"stopped watching {args.job_id}; the job goes on (`shardflow jobs stop` stops it)", file=sys.stderr)
+        print(f"stopped watching {args.job_id}; the job goes on (`shardflow jobs cancel` stops it)", file=sys.stderr)
         return 130
 
 
@@ -182,6 +182,12 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from shardflow.cli.reconcile import run_reconcile
+
+    return run_reconcile(args, _store(args))
+
+
 def _common(parser: argparse.ArgumentParser, job_id: bool = True, json_help: str = "print JSON, for scripts") -> None:
     if job_id:
         parser.add_argument("job_id", metavar="JOB_ID", help="the job's id, as `shardflow jobs list` shows it")
@@ -194,7 +200,7 @@ def register(commands: Any) -> None:
     command line first, so that the old ``jobs --pipeline P`` still lists)."""
     jobs = commands.add_parser(
         "jobs",
-        help="list, show, watch and stop jobs of the job table",
+        help="list, show, watch, cancel and reconcile jobs of the job table",
         description="Jobs of the job table. `shardflow jobs --pipeline P` is `shardflow jobs list --pipeline P`.",
     )
     sub = jobs.add_subparsers(dest="jobs_command", required=True)
@@ -215,6 +221,15 @@ def register(commands: Any) -> None:
     _common(watch, json_help="print the job as JSON each time it moves, one object a line")
     watch.add_argument("--interval", type=_seconds, default=2.0, metavar="S", help="seconds between reads (2)")
     watch.set_defaults(run=_watch)
-    stop = sub.add_parser("stop", help="stop the job's processing job and mark the job CANCELLED")
+    stop = sub.add_parser(
+        "cancel", aliases=["stop"], help="stop the job's processing job and mark the job CANCELLED (alias: stop)"
+    )
     _common(stop)
     stop.set_defaults(run=_stop)
+    settle = sub.add_parser(
+        "reconcile",
+        help="settle the jobs whose owner is gone: silent past their heartbeat timeout, no processing job running",
+    )
+    settle.add_argument("--pipeline", help="only this pipeline's jobs")
+    _common(settle, job_id=False)
+    settle.set_defaults(run=_reconcile)

@@ -108,8 +108,11 @@ def _run(args: argparse.Namespace) -> int:
     import boto3
 
     from shardflow.aws.jobstore import JobStore
+    from shardflow.aws.models import SageMakerModelCatalog
     from shardflow.aws.s3 import S3ObjectStore
+    from shardflow.cli.interrupt import JobGuard
     from shardflow.cli.run import run_pipeline
+    from shardflow.errors import JobInterrupted
     from shardflow.spec import SpecError, load_spec
     from shardflow.spec.settings import Settings
 
@@ -120,7 +123,20 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     store = JobStore(boto3.client("dynamodb"), args.table or Settings.from_env().job_table)
     try:
-        run_pipeline(spec, args.date, store, S3ObjectStore(boto3.client("s3")), output_prefix=args.output_prefix)
+        with JobGuard(store, "shardflow run") as guard:
+            run_pipeline(
+                spec,
+                args.date,
+                store,
+                S3ObjectStore(boto3.client("s3")),
+                models=SageMakerModelCatalog(boto3.client("sagemaker")),
+                output_prefix=args.output_prefix,
+                overwrite=args.overwrite,
+                on_job=guard.claim,
+            )
+    except JobInterrupted as error:  # one line, no traceback: the job is stopped and cancelled
+        print(f"shardflow run: {error}", file=sys.stderr)
+        return error.exit_code
     except ShardflowError as error:
         # The message names what failed and what to do; the traceback is for debugging only.
         logging.getLogger("shardflow.cli").debug("shardflow run %s failed", args.spec, exc_info=error)
@@ -165,8 +181,10 @@ def _seed_demo(args: argparse.Namespace) -> int:
     print(f"model:  {model_uri}  (sha256 {hashlib.sha256(model).hexdigest()})")
     inputs = root.join("events", f"dt={args.date}").as_prefix()
     tables = demo_dataset()
-    upload_dataset(s3, str(inputs), tables)
-    print(f"inputs: {inputs}  ({len(tables)} Parquet files, {sum(t.num_rows for t in tables.values()):,} rows)")
+    # Last, as a producer marks its input complete: the demo spec's input.wait waits for it.
+    upload_dataset(s3, str(inputs), tables, marker="_SUCCESS")
+    rows = sum(t.num_rows for t in tables.values())
+    print(f"inputs: {inputs}  ({len(tables)} Parquet files, {rows:,} rows, then _SUCCESS)")
     return 0
 
 
@@ -191,6 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("spec", type=Path, help="the spec file")
     one.add_argument("--date", required=True, help="the run's date (YYYY-MM-DD), rendered into the prefixes")
     one.add_argument("--output-prefix", help="write here instead of the spec's output prefix")
+    one.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs another job published under the output prefix (else the run is refused)",
+    )
     one.add_argument("--table", help="the job table (default: $SHARDFLOW_JOB_TABLE or shardflow-jobs)")
     one.set_defaults(run=_run)
     pools = commands.add_parser("pools", help="Airflow pools that hold jobs to the instance quotas")

@@ -10,7 +10,7 @@ from typing import Any
 
 from shardflow.compute import get_backend
 from shardflow.core.lifecycle import advance_job, submit_job, wait_timeout_seconds
-from shardflow.core.ports import JobStorePort, ObjectStore
+from shardflow.core.ports import JobStorePort, ModelCatalog, ObjectStore
 from shardflow.core.prepare import prepare_job
 from shardflow.core.publish import publish_job
 from shardflow.errors import JobFailed
@@ -27,20 +27,32 @@ def run_pipeline(
     store: JobStorePort,
     objects: ObjectStore,
     *,
+    models: ModelCatalog | None = None,
     output_prefix: str | None = None,
+    overwrite: bool = False,
     poll_seconds: float = 2.0,
     say: Callable[[str], None] = print,
+    on_job: Callable[[str], None] = lambda job_id: None,
     **backend_config: Any,
 ) -> dict[str, Any]:
     """Run the spec's job for ``date`` to the end; returns the published summary.
 
     Each call is a new job (its run id carries the time of the call), so a debugging rerun never
-    finds the previous one's record. :raises JobFailed: attempts ran out; the record says why.
+    finds the previous one's record. A local runner ends with this process, however it ends.
+
+    :param on_job: told the job's id as soon as its record exists (a :class:`~shardflow.cli.interrupt.JobGuard`
+        claims it, to stop the job on a signal).
+    :param overwrite: replace another job's published outputs under the output prefix (without
+        it, or the spec's ``output.overwrite``, a second run into one prefix is refused).
+    :raises JobFailed: attempts ran out; the record says why.
     """
+    if spec.compute.backend == "local":
+        backend_config.setdefault("die_with_caller", True)
     run_id = f"shardflow-run__{run_date(date).date()}__{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-    job = job_for_run(spec, run_id=run_id, when=date, output_prefix=output_prefix)
+    job = job_for_run(spec, run_id=run_id, when=date, output_prefix=output_prefix, overwrite=overwrite)
     backend = get_backend(spec.compute.backend, **backend_config)
-    record = prepare_job(job, store, objects)
+    record = prepare_job(job, store, objects, models)
+    on_job(record.job_id)
     say(f"job {record.job_id}: {record.files_total} file(s) under {record.input_prefix} -> {record.output_prefix}")
     if record.files_refused:
         say(f"{record.files_refused} key(s) refused and never read, e.g. {record.refused_files[0]}")

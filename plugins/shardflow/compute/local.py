@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shardflow.compute.lifeline import OWNER_FILE
 from shardflow.core.ports import ProcessingRequest, ProcessingState, ProcessingStatus
 from shardflow.errors import ProcessingJobExists
 
@@ -52,6 +53,10 @@ class LocalBackend:
     :param aws_env: AWS settings for the job (credentials, region, endpoint), the way SageMaker
         hands its role's credentials to a container. Not part of :meth:`config`.
     :param script: the processing script to run.
+    :param die_with_caller: each runner ends (its job FAILED, naming the owner) when the process
+        that submitted it does: ``shardflow run`` sets it, so a killed command leaves nothing
+        running. Airflow's submit task ends before its job, so it leaves it off; its ``on_kill``
+        stops the job instead. Not part of :meth:`config`.
     """
 
     name = "local"
@@ -61,10 +66,12 @@ class LocalBackend:
         root: str | Path | None = None,
         aws_env: dict[str, str] | None = None,
         script: str | Path | None = None,
+        die_with_caller: bool = False,
     ) -> None:
         self.root = Path(root) if root else default_root()
         self.aws_env = dict(aws_env or {})
         self.script = Path(script) if script else default_script()
+        self.die_with_caller = die_with_caller
 
     def job_dir(self, job_name: str) -> Path:
         return self.root / job_name
@@ -82,6 +89,8 @@ class LocalBackend:
         staging = Path(tempfile.mkdtemp(prefix=f".{request.job_name}-", dir=self._ensure_root()))
         (staging / "request.json").write_text(json.dumps(request.to_json(), indent=2))
         (staging / "script").write_text(str(self.script))
+        if self.die_with_caller:
+            (staging / OWNER_FILE).write_text(str(os.getpid()))
         write_status(staging, {"state": ProcessingState.IN_PROGRESS})
         try:
             os.rename(staging, job_dir)
@@ -96,7 +105,9 @@ class LocalBackend:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives the task that submitted it, like a real job
+                # Its own process group, so a stop reaches its instances and their workers; it
+                # outlives the task that submitted it, like a real job, unless die_with_caller.
+                start_new_session=True,
             )
         (job_dir / "runner.pid").write_text(str(process.pid))
 

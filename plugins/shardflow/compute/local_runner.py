@@ -3,8 +3,10 @@
 Run as ``python -m shardflow.compute.local_runner JOB_DIR``. It lays out each instance's
 ``/opt/ml`` tree (under ``JOB_DIR/<host>``), downloads the instance's ShardedByS3Key share of the
 inputs and a copy of the model, runs the processing script once per instance with the container's
-command line and environment, uploads what the instances wrote (at the end of the job, only if
-every instance succeeded, as SageMaker does), and records the outcome in ``status.json``.
+command line and environment, uploads what the instances wrote to the attempt's staging (at the
+end of the job, only if every instance succeeded, as SageMaker does), records the outcome in
+``status.json``, and removes the inputs, model and outputs it copied (unless
+``SHARDFLOW_LOCAL_KEEP_FILES=1``).
 
 Every key it turns into a path, and every path into a key, is checked by
 :mod:`shardflow.core.keys` first: nothing is written outside the job's folder, and nothing but the
@@ -13,6 +15,7 @@ instances' own regular files is uploaded.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,8 +31,9 @@ import boto3
 from botocore.exceptions import ClientError
 
 from shardflow.aws.s3 import named_s3_error
+from shardflow.compute.lifeline import bind_to_parent, child_bound_to, owner_gone, read_owner
 from shardflow.compute.local import write_status
-from shardflow.contract import ENV_CONFIG_DIR, ENV_PROCESSING_JOB, ExitCode
+from shardflow.contract import ENV_CONFIG_DIR, ENV_LOCAL_KEEP_FILES, ENV_PROCESSING_JOB, ExitCode
 from shardflow.core.invocation import ScriptOptions
 from shardflow.core.keys import contained_path, relative_key
 from shardflow.core.planning import assign_shards
@@ -48,6 +52,8 @@ class _StopRequested(BaseException):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    # Once: a second SIGTERM (a stop, then its owner's end) must not cut the first one's cleanup.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _StopRequested()
 
 
@@ -80,6 +86,7 @@ class Instance:
             input_dir=self.input_dir,
             output_dir=self.output_dir,
             model_path=model_path,
+            model=request.artifact,
             workers=workers,
         )
         command = [sys.executable, script, *options.to_argv()]
@@ -91,7 +98,13 @@ class Instance:
         }
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # An instance never outlives its runner, however the runner ends (kill -9 included).
+                preexec_fn=functools.partial(child_bound_to, os.getpid()),
             )
 
     def failure(self) -> str | None:
@@ -187,7 +200,7 @@ def run(job_dir: Path) -> ProcessingState:
         count = request.instance_count
         hosts = [f"algo-{i + 1}" for i in range(count)]
         shards = assign_shards(sorted(request.input_keys), count)
-        model_uri = S3Uri.parse(job.model.uri)
+        model_uri = S3Uri.parse(request.artifact.uri)
         model_file = contained_path(job_dir / "model", model_uri.name)
         model_file.parent.mkdir(exist_ok=True)
         _download(s3, model_uri, model_file)
@@ -210,12 +223,18 @@ def run(job_dir: Path) -> ProcessingState:
         if failures:
             write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": "\n".join(failures)})
             return ProcessingState.FAILED
-        uploaded = upload_outputs(s3, [i.output_dir for i in instances], S3Uri.parse(job.output.prefix))
+        # To the attempt's staging only: publish promotes what it verified (core/publish.py).
+        uploaded = upload_outputs(s3, [i.output_dir for i in instances], request.staging_prefix)
         log.info("job %s: %d instances done, %d objects uploaded", request.job_name, count, uploaded)
         write_status(job_dir, {"state": ProcessingState.COMPLETED, "seconds": time.monotonic() - started})
         return ProcessingState.COMPLETED
     except _StopRequested:
         _terminate(instances)
+        owner = owner_gone(job_dir)
+        if owner is not None and not (job_dir / "stop_requested").exists():
+            reason = f"its owner, process {owner}, ended without stopping it; the runner ended with it"
+            write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": reason})
+            return ProcessingState.FAILED
         write_status(job_dir, {"state": ProcessingState.STOPPED, "failure_reason": "stopped on request"})
         return ProcessingState.STOPPED
     except Exception as error:
@@ -226,12 +245,36 @@ def run(job_dir: Path) -> ProcessingState:
             return ProcessingState.STOPPED
         write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": f"{type(error).__name__}: {error}"})
         return ProcessingState.FAILED
+    finally:
+        clear_job_files(job_dir)
+
+
+def clear_job_files(job_dir: Path) -> None:
+    """Remove what the attempt copied and wrote (the model, each instance's inputs, model copy and
+    outputs) once it has ended; its status, request and logs stay. ``SHARDFLOW_LOCAL_KEEP_FILES=1``
+    keeps everything, for debugging."""
+    if os.environ.get(ENV_LOCAL_KEEP_FILES, "").lower() in ("1", "true", "yes"):
+        log.info(
+            "%s=%s: keeping the job's files under %s", ENV_LOCAL_KEEP_FILES, os.environ[ENV_LOCAL_KEEP_FILES], job_dir
+        )
+        return
+    for folder in [job_dir / "model", *job_dir.glob("algo-*/opt")]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _on_sigterm)
-    state = run(Path(sys.argv[1]))
+    job_dir = Path(sys.argv[1])
+    owner = read_owner(job_dir)
+    try:
+        if owner is not None:
+            bind_to_parent(owner)
+    except _StopRequested:  # the owner was gone before the runner could watch it
+        reason = f"its owner, process {owner}, ended before the job started"
+        write_status(job_dir, {"state": ProcessingState.FAILED, "failure_reason": reason})
+        sys.exit(1)
+    state = run(job_dir)
     sys.exit(0 if state is ProcessingState.COMPLETED else 1)
 
 

@@ -25,6 +25,7 @@ from shardflow.core.job import INSTANCE_TYPE
 from shardflow.core.ports import ProcessingRequest
 from shardflow.core.s3uri import S3Uri, check_s3_uri
 from shardflow.core.sagemaker_settings import SageMakerSpec
+from shardflow.core.staging import job_staging
 from shardflow.errors import InvalidProcessingRequest
 
 __all__ = [
@@ -103,22 +104,31 @@ def _request_problems(request: ProcessingRequest) -> list[str]:
     for field, uri, is_prefix in (
         ("input.prefix", job.input.prefix, True),
         ("output.prefix", job.output.prefix, True),
-        ("model.uri", job.model.uri, False),
+        ("model.uri", request.artifact.uri, False),
     ):
         try:
             check_s3_uri(uri, prefix=is_prefix)
         except ValueError as error:
             problems.append(f"{field}: {uri!r} {error}")
+    if not problems and len(str(request.staging_prefix)) > 1024:
+        problems.append(
+            f"output.prefix: with the attempt's staging folder, {request.staging_prefix} is longer than the 1024 "
+            "characters SageMaker accepts: use a shorter output prefix"
+        )
     prefix_key = job.input.prefix.removeprefix("s3://").partition("/")[2]
     outside = [key for key in request.input_keys if not key.startswith(prefix_key)]
     if outside:
         problems.append(f"input keys: {len(outside)} lie outside {job.input.prefix}, e.g. {outside[0]!r}")
     if not problems:  # the arguments name the model file, so they need a valid model.uri
-        too_long = [arg for arg in container_arguments(request) if len(arg) > MAX_ARGUMENT_CHARS]
+        arguments = container_arguments(request)
+        pairs = zip(["", *arguments[:-1]], arguments, strict=True)
+        too_long = [(flag, arg) for flag, arg in pairs if len(arg) > MAX_ARGUMENT_CHARS]
         if too_long:
+            flag, arg = too_long[0]
+            what = "features/passthrough" if flag in ("--features", "--passthrough") else f"the model's {flag}"
             problems.append(
-                f"features/passthrough: {too_long[0][:40]!r}... is longer than the {MAX_ARGUMENT_CHARS} "
-                "characters SageMaker passes in one container argument: leave it out of the spec"
+                f"{what}: {arg[:40]!r}... is longer than the {MAX_ARGUMENT_CHARS} characters SageMaker "
+                "passes in one container argument: shorten it, or leave it out of the spec"
             )
     return problems
 
@@ -126,7 +136,11 @@ def _request_problems(request: ProcessingRequest) -> list[str]:
 def container_arguments(request: ProcessingRequest) -> list[str]:
     """The processing script's command line inside the image (its entrypoint is the script)."""
     options = ScriptOptions.for_job(
-        request.job, input_dir=INPUT_DIR, output_dir=OUTPUT_DIR, model_path=container_model_path(request.job)
+        request.job,
+        input_dir=INPUT_DIR,
+        output_dir=OUTPUT_DIR,
+        model_path=container_model_path(request.artifact),
+        model=request.artifact,
     )
     return options.to_argv()
 
@@ -143,7 +157,7 @@ def input_manifest(request: ProcessingRequest) -> tuple[S3Uri, bytes]:
     prefix = S3Uri.parse(request.job.input.prefix)
     entries: list[Any] = [{"prefix": str(prefix)}]
     entries += sorted(key[len(prefix.key) :] for key in request.input_keys)
-    where = S3Uri.parse(request.job.output.prefix).join("_shardflow", "input-manifests", f"{request.job_name}.json")
+    where = job_staging(request.job.output.prefix, request.job_id).join("input-manifests", f"{request.job_name}.json")
     return where, json.dumps(entries, indent=0).encode()
 
 
@@ -152,7 +166,7 @@ def build_create_request(
 ) -> dict[str, Any]:
     """The CreateProcessingJob request: the inputs sharded by S3 key over the instances (from the
     prefix, or from ``manifest`` when only some of its objects are to be processed), the model
-    copied to every instance, and the outputs uploaded when the job ends."""
+    copied to every instance, and the outputs uploaded to the attempt's staging when the job ends."""
     data_source = (
         {"S3Uri": str(manifest), "S3DataType": "ManifestFile"}
         if manifest
@@ -183,9 +197,11 @@ def build_create_request(
             },
             {
                 # A key is a prefix too: objects whose keys extend the model's come along, unused.
+                # An archive (a training job's model.tar.gz) is copied as it is: the script
+                # checks its sha256 and unpacks it.
                 "InputName": "model",
                 "S3Input": {
-                    "S3Uri": request.job.model.uri,
+                    "S3Uri": request.artifact.uri,
                     "S3DataType": "S3Prefix",
                     "LocalPath": MODEL_DIR,
                     "S3InputMode": "File",
@@ -198,8 +214,10 @@ def build_create_request(
             "Outputs": [
                 {
                     "OutputName": "predictions",
+                    # The attempt's staging, never the output prefix: a job that outlives its
+                    # attempt (not stopped, or stopping) uploads where nothing is published.
                     "S3Output": {
-                        "S3Uri": request.job.output.prefix,
+                        "S3Uri": str(request.staging_prefix),
                         "LocalPath": OUTPUT_DIR,
                         "S3UploadMode": "EndOfJob",
                     },

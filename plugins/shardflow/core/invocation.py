@@ -20,6 +20,7 @@ from shardflow.contract import (
     OUTPUT_DIR,
     OUTPUT_FORMATS,
 )
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.job import JobSpec
 from shardflow.core.s3uri import S3Uri
 
@@ -48,6 +49,11 @@ class ScriptOptions:
     output_dir: Path = Path(OUTPUT_DIR)
     model_path: Path = Path(MODEL_DIR) / "model.joblib"
     model_sha256: str | None = None
+    model_uri: str | None = None
+    model_training_job: str | None = None
+    model_package_group: str | None = None
+    model_package_arn: str | None = None
+    model_package_version: int | None = None
     workers: int | None = None
     input_format: str = "parquet"
     output_format: str = "parquet"
@@ -58,14 +64,28 @@ class ScriptOptions:
 
     @classmethod
     def for_job(
-        cls, job: JobSpec, *, input_dir: str | Path, output_dir: str | Path, model_path: str | Path, **more: Any
+        cls,
+        job: JobSpec,
+        *,
+        input_dir: str | Path,
+        output_dir: str | Path,
+        model_path: str | Path,
+        model: ModelArtifact | None = None,
+        **more: Any,
     ) -> ScriptOptions:
-        """The options that run ``job``'s files in ``input_dir`` with the model at ``model_path``."""
+        """The options that run ``job``'s files in ``input_dir`` with the model at ``model_path``:
+        ``model``, the artifact the job record resolved (default: the spec's ``model.uri``)."""
+        artifact = model or ModelArtifact.of_spec(job.model)
         return cls(
             input_dir=Path(input_dir),
             output_dir=Path(output_dir),
             model_path=Path(model_path),
-            model_sha256=job.model.sha256,
+            model_sha256=artifact.sha256,
+            model_uri=artifact.uri,
+            model_training_job=artifact.training_job,
+            model_package_group=artifact.package_group,
+            model_package_arn=artifact.package_arn,
+            model_package_version=artifact.package_version,
             input_format=job.input.format,
             output_format=job.output.format,
             features=job.features or None,
@@ -89,6 +109,19 @@ class ScriptOptions:
             else:
                 argv += [flag, str(value)]
         return argv
+
+    def model_artifact(self) -> ModelArtifact | None:
+        """The model's lineage, when the command line names it (the backends always do)."""
+        if not self.model_uri or not self.model_sha256:
+            return None
+        return ModelArtifact(
+            uri=self.model_uri,
+            sha256=self.model_sha256.lower(),
+            training_job=self.model_training_job,
+            package_group=self.model_package_group,
+            package_arn=self.model_package_arn,
+            package_version=self.model_package_version,
+        )
 
     @classmethod
     def parser(cls, description: str | None = None) -> argparse.ArgumentParser:
@@ -123,8 +156,15 @@ _ALWAYS = frozenset({"input_dir", "output_dir", "model_path", "input_format", "o
 _OPTIONS: dict[str, dict[str, Any]] = {
     "input_dir": _option("--input-dir", "the input files (searched recursively)", type=Path),
     "output_dir": _option("--output-dir", "where outputs go, under each input's relative path", type=Path),
-    "model_path": _option("--model-path", "the joblib model file", type=Path),
+    "model_path": _option(
+        "--model-path", "the model: a joblib file, an XGBoost .json/.ubj, or a model.tar.gz", type=Path
+    ),
     "model_sha256": _option("--model-sha256", f"the model's sha256 (default: ${ENV_MODEL_SHA256})"),
+    "model_uri": _option("--model-uri", "lineage: the model's S3 URI, written into every output"),
+    "model_training_job": _option("--model-training-job", "lineage: the training job that made the model"),
+    "model_package_group": _option("--model-package-group", "lineage: the model's Model Registry group"),
+    "model_package_arn": _option("--model-package-arn", "lineage: the model package's ARN"),
+    "model_package_version": _option("--model-package-version", "lineage: the model package's version", type=int),
     "workers": _option("--workers", "worker processes (default: one per core)", type=int),
     "input_format": _option("--input-format", "the inputs' format", choices=INPUT_FORMATS),
     "output_format": _option("--output-format", "the outputs' format", choices=OUTPUT_FORMATS),
@@ -139,6 +179,6 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def container_model_path(job: JobSpec) -> str:
-    """Where the model file is inside the container: SageMaker copies it under its own name."""
-    return f"{MODEL_DIR}/{S3Uri.parse(job.model.uri).name}"
+def container_model_path(model: ModelArtifact) -> str:
+    """Where the model file (or archive) is inside the container: SageMaker copies it under its own name."""
+    return f"{MODEL_DIR}/{S3Uri.parse(model.uri).name}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shardflow.contract import MAX_ARGUMENT_CHARS, MAX_INSTANCES, MAX_RUNTIME_SECONDS, InputFormat, OutputFormat
 from shardflow.core.s3uri import check_s3_uri
@@ -27,6 +27,7 @@ __all__ = [
     "JobOutput",
     "JobSpec",
     "ModelSpec",
+    "RegistryModel",
     "RetrySpec",
 ]
 
@@ -35,30 +36,106 @@ JOB_SPEC_VERSION: Literal[1] = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: SageMaker's instance type form, ``ml.<family>.<size>``.
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+#: SageMaker's names of training jobs and model package groups.
+TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+MODEL_PACKAGE_GROUP = TRAINING_JOB_NAME
+
+
+class RegistryModel(Strict):
+    """A model from the SageMaker Model Registry: the newest package of ``group`` whose approval
+    status is ``status``. Its integrity hash is the package's ``CustomerMetadataProperties["sha256"]``.
+
+    :param group: the model package group's name.
+    :param status: the approval status a package must have.
+    """
+
+    group: Annotated[str, Field(pattern=MODEL_PACKAGE_GROUP.pattern)]
+    status: Literal["Approved", "PendingManualApproval", "Rejected"] = "Approved"
 
 
 class ModelSpec(Strict):
-    """The model artifact. Only an artifact whose sha256 matches is ever unpickled.
+    """The model: exactly one of ``uri``, ``training_job`` and ``registry``. Only an artifact whose
+    sha256 matches is ever loaded; ``prepare`` resolves a training job or a registry group once,
+    and the job record keeps what it resolved to (:class:`~shardflow.core.artifact.ModelArtifact`).
 
-    :param uri: ``s3://bucket/key`` of a joblib file.
-    :param sha256: the artifact's hex sha256 (``sha256sum model.joblib``).
+    :param uri: ``s3://bucket/key`` of a joblib or pickle file, an XGBoost model (``.json``,
+        ``.ubj``), or a training job's ``model.tar.gz``.
+    :param training_job: a SageMaker training job (Completed) whose ``model.tar.gz`` is the model.
+    :param registry: the Model Registry group and approval status to take the newest package of.
+    :param sha256: the artifact's hex sha256 (``sha256sum model.joblib``); required with ``uri``
+        and ``training_job``, taken from the package with ``registry``.
     """
 
-    uri: str
-    sha256: str
+    # Editors that read the JSON Schema offer the three forms; the validator below says which is wrong.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["uri", "sha256"]},
+                {"required": ["training_job", "sha256"]},
+                {"required": ["registry"], "not": {"required": ["sha256"]}},
+            ]
+        }
+    )
+
+    uri: str | None = Field(
+        default=None, description="s3:// address of a joblib file, an XGBoost .json/.ubj, or a model.tar.gz"
+    )
+    training_job: Annotated[str | None, Field(pattern=TRAINING_JOB_NAME.pattern)] = Field(
+        default=None, description="a Completed SageMaker training job: its model.tar.gz is the model"
+    )
+    registry: RegistryModel | None = Field(
+        default=None, description="the newest package of a Model Registry group with an approval status"
+    )
+    sha256: str | None = Field(
+        default=None, description="the artifact's sha256; required with uri and training_job, not with registry"
+    )
 
     @field_validator("uri")
     @classmethod
-    def _uri(cls, value: str) -> str:
-        return check_s3_uri(value, prefix=False)
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_s3_uri(value, prefix=False)
 
     @field_validator("sha256")
     @classmethod
-    def _sha256(cls, value: str) -> str:
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = value.strip().lower()
         if not _SHA256.match(value):
             raise ValueError("must be 64 hexadecimal characters: the output of `sha256sum MODEL`")
         return value
+
+    @property
+    def label(self) -> str:
+        """The model as the spec names it, for messages: its URI, its training job or its registry group."""
+        if self.training_job is not None:
+            return f"of training job {self.training_job}"
+        if self.registry is not None:
+            return f"of registry group {self.registry.group} ({self.registry.status})"
+        return str(self.uri)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        given = [name for name in ("uri", "training_job", "registry") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of model.uri (an S3 object), model.training_job (a SageMaker training "
+                f"job's model.tar.gz) and model.registry (a Model Registry group); got {', '.join(given) or 'none'}"
+            )
+        if self.registry is not None and self.sha256 is not None:
+            raise ValueError(
+                "model.sha256 does not go with model.registry: the package's CustomerMetadataProperties "
+                "sha256 is the hash checked; leave model.sha256 out"
+            )
+        if self.uri is not None and self.sha256 is None:
+            raise ValueError("model.sha256 is required with model.uri: the output of `sha256sum MODEL`")
+        if self.training_job is not None and self.sha256 is None:
+            raise ValueError(
+                "model.sha256 is required with model.training_job: the sha256 of its model.tar.gz "
+                f"(`aws sagemaker describe-training-job --training-job-name {self.training_job} "
+                "--query ModelArtifacts.S3ModelArtifacts` gives its URI; `aws s3 cp URI - | sha256sum` its hash)"
+            )
+        return self
 
 
 class ComputeSpec(Strict):
@@ -87,6 +164,11 @@ class ComputeSpec(Strict):
                 "(see docs/sagemaker.md), or set SHARDFLOW_SAGEMAKER_IMAGE_URI and SHARDFLOW_SAGEMAKER_ROLE_ARN"
             )
         return value
+
+    def instances_for(self, objects: int) -> int:
+        """The instances an attempt over ``objects`` input objects gets: never more instances than
+        objects, since an idle instance is billed like a busy one."""
+        return max(1, min(self.instance_count, objects))
 
 
 class RetrySpec(Strict):
@@ -117,6 +199,11 @@ class JobOutput(Strict):
         default="one",
         description="classifiers: 'one' probability column (the positive class, or the predicted one), "
         "or 'per_class': a probability_<class> column for every class",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="replace the published outputs of another job under the prefix; without it such a run "
+        "is refused (docs/outputs.md)",
     )
 
     @field_validator("prefix")
@@ -175,3 +262,15 @@ class JobSpec(Strict):
         compute = info.data.get("compute")
         check_column_list(value, str(info.field_name), compute.backend if compute is not None else None)
         return value
+
+    @model_validator(mode="after")
+    def _prefixes_apart(self) -> JobSpec:
+        """A job that writes into its own input prefix would read its outputs on the next run."""
+        output, source = self.output.prefix, self.input.prefix
+        if output.startswith(source) or source.startswith(output):
+            how = "is" if output == source else "lies inside" if output.startswith(source) else "contains"
+            raise ValueError(
+                f"output.prefix {output} {how} input.prefix {source}: a run would read its own outputs; "
+                "write the outputs under a prefix apart from the inputs"
+            )
+        return self

@@ -15,6 +15,7 @@ from shardflow.core.planning import processing_job_name
 from shardflow.core.ports import ComputeBackend, JobStorePort, ObjectStore, ProcessingRequest, ProcessingState
 from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, parse_time
 from shardflow.core.s3uri import S3Uri
+from shardflow.core.staging import attempt_of, job_staging
 from shardflow.errors import JobFailed, ProcessingJobExists, ProcessingRequestRefused
 
 __all__ = [
@@ -40,6 +41,7 @@ def _request(record: JobRecord, name: str, files: Sequence[FileRecord], table: s
         attempt=record.attempt,
         job_name=name,
         input_keys=tuple(prefix.key + f.key for f in files),
+        model=record.artifact,
     )
 
 
@@ -128,12 +130,18 @@ def retry_at(record: JobRecord) -> datetime:
     return parse_time(record.finished_at or record.updated_at) + timedelta(seconds=delay)
 
 
-def _unuploaded(files: list[FileRecord], objects: ObjectStore, output_prefix: str) -> list[FileRecord]:
-    """Files marked SUCCEEDED whose output is not in S3: an attempt that did not complete never
-    uploaded them (outputs are uploaded at the end of a job), so they must be done again."""
-    output = S3Uri.parse(output_prefix)
-    present = {o.key[len(output.key) :] for o in objects.list(output)}
-    return [f for f in files if f.status is FileStatus.SUCCEEDED and f.output_key not in present]
+def _unuploaded(files: list[FileRecord], objects: ObjectStore, record: JobRecord) -> list[FileRecord]:
+    """Files marked SUCCEEDED whose output is not in the staging of the attempt that made it: an
+    attempt that did not complete never uploaded them (outputs are uploaded at the end of a job),
+    so they must be done again."""
+    staging = job_staging(record.output_prefix, record.job_id)
+    present = {o.key[len(staging.key) :] for o in objects.list(staging)}
+    return [
+        f
+        for f in files
+        if f.status is FileStatus.SUCCEEDED
+        and f"attempt-{attempt_of(record.processing_jobs, f.processing_job)}/{f.output_key}" not in present
+    ]
 
 
 def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, objects: ObjectStore) -> JobRecord:
@@ -165,7 +173,7 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
         reasons.append(f"processing job {name} {status.state}: {status.failure_reason or 'no reason given'}")
 
     files = store.list_files(job_id)
-    lost = _unuploaded(files, objects, record.output_prefix)
+    lost = _unuploaded(files, objects, record)
     if lost:
         how = "ended without completing" if reasons else "completed but its outputs are missing"
         redo = [
@@ -177,16 +185,13 @@ def settle_job(job_id: str, store: JobStorePort, backend: ComputeBackend, object
             )
             for f in lost
         ]
-        store.record_file_results(job_id, redo)
+        if not store.record_file_results(job_id, redo, attempt=record.attempt):
+            return store.get_job(job_id)  # another reader settled this attempt first
         by_key = {f.key: f for f in redo}
         files = [by_key.get(f.key, f) for f in files]
     failed = [f for f in files if f.status is FileStatus.FAILED]
     pending = [f for f in files if f.status is FileStatus.PENDING]
-    counts = {
-        "files_succeeded": sum(1 for f in files if f.status is FileStatus.SUCCEEDED),
-        "files_failed": len(failed),
-        "rows": sum(f.rows for f in files if f.status is FileStatus.SUCCEEDED),
-    }
+    counts = file_counts(files)
     # Every file predicted and its output in S3: the job's work is done, whatever the processing
     # job reports about its own end (a resubmission would have no file to run).
     if not failed and not pending and not record.files_refused:
@@ -244,6 +249,15 @@ def advance_job(job_id: str, store: JobStorePort, backend: ComputeBackend, objec
     return Progress(record)
 
 
+def file_counts(files: Sequence[FileRecord]) -> dict[str, int]:
+    """The record's counts of what its files reported: succeeded, failed, and rows predicted."""
+    return {
+        "files_succeeded": sum(1 for f in files if f.status is FileStatus.SUCCEEDED),
+        "files_failed": sum(1 for f in files if f.status is FileStatus.FAILED),
+        "rows": sum(f.rows for f in files if f.status is FileStatus.SUCCEEDED),
+    }
+
+
 def stop_job(job_id: str, store: JobStorePort, backend: ComputeBackend, by: str) -> JobRecord:
     """Stop a job for good on a user's word: its running processing job is stopped and the job is
     CANCELLED, recording ``by`` (who stopped it). A job that has ended is returned unchanged.
@@ -261,7 +275,9 @@ def stop_job(job_id: str, store: JobStorePort, backend: ComputeBackend, by: str)
     )
     # What went wrong before the stop stays readable after it.
     error = f"{reason}\n{record.error}" if record.error else reason
-    return store.transition(record, JobStatus.CANCELLED, stopped_by=by, error=error[:4000])
+    # What the files had reported stays counted: a stopped job shows how far it got.
+    counts = file_counts(store.list_files(job_id))
+    return store.transition(record, JobStatus.CANCELLED, stopped_by=by, error=error[:4000], **counts)
 
 
 def failure_message(record: JobRecord, files: Sequence[FileRecord] = ()) -> str:
@@ -272,14 +288,14 @@ def failure_message(record: JobRecord, files: Sequence[FileRecord] = ()) -> str:
         return (
             f"job {record.job_id} CANCELLED after {record.attempt} of {record.max_attempts} attempt(s): "
             f"it was stopped{who}; "
-            f"the outputs of the {record.files_succeeded} file(s) that succeeded are kept under "
-            f"{record.output_prefix}; trigger a new run to start again."
+            f"the outputs of the {record.files_succeeded} file(s) that succeeded are kept, unpublished, under "
+            f"{job_staging(record.output_prefix, record.job_id)}; trigger a new run to start again."
         )
     kinds = {f.error_kind for f in files if f.status is FileStatus.FAILED}
     advice = []
     if ErrorKind.MODEL in kinds:
         advice.append(
-            f"the model {record.job.model.uri} failed on the files named above: fix the model "
+            f"the model {record.artifact.uri} failed on the files named above: fix the model "
             "(or the spec's model) and start a new run, as a model error is never retried"
         )
     if ErrorKind.INPUT in kinds or record.files_refused:
@@ -293,9 +309,8 @@ def failure_message(record: JobRecord, files: Sequence[FileRecord] = ()) -> str:
     return (
         f"job {record.job_id} {record.status} after {record.attempt} of {record.max_attempts} attempt(s); "
         f"{record.files_failed} of {record.files_total} file(s) failed. What went wrong:\n{record.error}\n"
-        f"The outputs of the {record.files_succeeded} file(s) that succeeded are kept under {record.output_prefix}; "
-        + "; ".join(advice)
-        + "."
+        f"The outputs of the {record.files_succeeded} file(s) that succeeded are kept, unpublished, under "
+        f"{job_staging(record.output_prefix, record.job_id)}; " + "; ".join(advice) + "."
     )
 
 

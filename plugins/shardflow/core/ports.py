@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from shardflow.contract import ENV_ATTEMPT, ENV_JOB_ID, ENV_JOB_TABLE
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.job import JobSpec
 from shardflow.core.record import FileRecord, JobRecord, JobStatus
 from shardflow.core.s3uri import S3Object, S3Uri
+from shardflow.core.staging import attempt_staging
 
 __all__ = [
     "ComputeBackend",
     "JobStorePort",
+    "ModelCatalog",
+    "ModelPackage",
     "ObjectStore",
     "ProcessingRequest",
     "ProcessingState",
@@ -59,6 +63,7 @@ class ProcessingRequest:
     :param input_keys: the full S3 keys of the objects to process (under the job's input
         prefix); a resubmission lists only the files that did not succeed.
     :param instance_count: the instances of this attempt (see :meth:`for_attempt`).
+    :param model: the artifact the job record resolved (see :attr:`artifact`).
     """
 
     job: JobSpec
@@ -68,15 +73,35 @@ class ProcessingRequest:
     job_name: str
     input_keys: tuple[str, ...]
     instance_count: int
+    model: ModelArtifact | None = None
 
     @classmethod
     def for_attempt(
-        cls, job: JobSpec, *, job_id: str, job_table: str, attempt: int, job_name: str, input_keys: tuple[str, ...]
+        cls,
+        job: JobSpec,
+        *,
+        job_id: str,
+        job_table: str,
+        attempt: int,
+        job_name: str,
+        input_keys: tuple[str, ...],
+        model: ModelArtifact | None = None,
     ) -> ProcessingRequest:
         """The request of one attempt; never more instances than objects, since an idle instance
         is paid for nothing."""
-        count = max(1, min(job.compute.instance_count, len(input_keys)))
-        return cls(job, job_id, job_table, attempt, job_name, input_keys, count)
+        count = job.compute.instances_for(len(input_keys))
+        return cls(job, job_id, job_table, attempt, job_name, input_keys, count, model)
+
+    @property
+    def artifact(self) -> ModelArtifact:
+        """The model to load: the one prepare resolved, or the spec's own ``model.uri``."""
+        return self.model or ModelArtifact.of_spec(self.job.model)
+
+    @property
+    def staging_prefix(self) -> S3Uri:
+        """Where this attempt's outputs go (never the output prefix itself: publish promotes
+        them from here, see :mod:`shardflow.core.staging`)."""
+        return attempt_staging(self.job.output.prefix, self.job_id, self.attempt)
 
     def environment(self) -> dict[str, str]:
         """What the processing script needs to report to the job record."""
@@ -91,6 +116,7 @@ class ProcessingRequest:
             "job_name": self.job_name,
             "input_keys": list(self.input_keys),
             "instance_count": self.instance_count,
+            "model": None if self.model is None else self.model.model_dump(mode="json"),
         }
 
     @classmethod
@@ -103,6 +129,7 @@ class ProcessingRequest:
             job_name=data["job_name"],
             input_keys=tuple(data["input_keys"]),
             instance_count=int(data["instance_count"]),
+            model=ModelArtifact.model_validate(data["model"]) if data.get("model") else None,
         )
 
 
@@ -141,9 +168,43 @@ class JobStorePort(Protocol):
 
     def list_files(self, job_id: str) -> list[FileRecord]: ...
 
-    def record_file_results(self, job_id: str, results: Iterable[FileRecord]) -> None: ...
+    def record_file_results(self, job_id: str, results: Iterable[FileRecord], attempt: int | None = None) -> bool:
+        """Store file outcomes. With ``attempt``, only while the job is at that attempt and still
+        SUBMITTED or RUNNING: a superseded or settled attempt's results are refused (``False``)."""
 
-    def heartbeat(self, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> bool: ...
+    def heartbeat(self, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> bool:
+        """Record a beat and progress; refused (``False``) under the same fence."""
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """One version of a model in the SageMaker Model Registry, as resolution needs it.
+
+    :param sha256: the package's ``CustomerMetadataProperties["sha256"]``, as written (``None``
+        when it has none).
+    """
+
+    arn: str
+    group: str
+    version: int
+    model_data_url: str
+    sha256: str | None
+
+
+class ModelCatalog(Protocol):
+    """Where models are found by name (:class:`shardflow.aws.models.SageMakerModelCatalog`)."""
+
+    def training_job_model(self, name: str) -> str:
+        """The ``model.tar.gz`` URI of a Completed training job.
+
+        :raises ResourceError: no such job, or it has not completed (the message says its status).
+        """
+
+    def newest_package(self, group: str, status: str) -> ModelPackage:
+        """The newest package of ``group`` with approval ``status``.
+
+        :raises ResourceError: no such group, or no package in it with that status.
+        """
 
 
 class ObjectStore(Protocol):
@@ -158,4 +219,15 @@ class ObjectStore(Protocol):
     def download(self, uri: S3Uri, into: IO[bytes]) -> None:
         """Stream the object into an open binary file."""
 
-    def put(self, uri: S3Uri, body: bytes) -> None: ...
+    def put(self, uri: S3Uri, body: bytes, *, create_only: bool = False) -> None:
+        """Write the object; with ``create_only``, refuse to replace one (:class:`ObjectExists`)."""
+
+    def copy(self, source: S3Uri, target: S3Uri, *, create_only: bool) -> str:
+        """Copy inside the store (no bytes pass through this process) and return the hex sha256 of
+        the new object, as the store computed it.
+
+        :param create_only: refuse to replace an object at ``target`` (:class:`ObjectExists`).
+        """
+
+    def delete_objects(self, uris: Iterable[S3Uri]) -> int:
+        """Delete every object named (a missing one is no error); returns how many were named."""

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.job import JobSpec
 from shardflow.errors import IllegalTransition
 
 __all__ = [
     "TRANSITIONS",
+    "AttemptRecord",
     "ErrorKind",
     "FileRecord",
     "FileStatus",
     "JobRecord",
     "JobStatus",
+    "attempts_after",
     "check_transition",
     "parse_time",
     "utcnow",
@@ -93,11 +97,40 @@ def check_transition(job_id: str, current: JobStatus, to: JobStatus) -> None:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of a job: the processing job that ran it, where, when, and how it ended.
+
+    :param status: how the attempt ended (SUCCEEDED, FAILED or CANCELLED); ``None`` while it runs.
+    :param files: the files it was given; ``files_done`` and ``rows`` what it reported finishing.
+    """
+
+    number: int
+    processing_job: str
+    backend: str
+    instance_type: str
+    instance_count: int
+    files: int
+    submitted_at: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    status: JobStatus | None = None
+    reason: str | None = None
+    files_done: int = 0
+    rows: int = 0
+
+
+#: How much of a failure's message an attempt keeps (the job's ``error`` keeps the whole).
+_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
 class JobRecord:
-    """One batch-inference job: what to run (``job``), where it stands, and what it has done."""
+    """One batch-inference job: what to run (``job``), where it stands, and what it has done.
+    ``model`` is the artifact prepare resolved ``job.model`` to, with its lineage."""
 
     job_id: str
     job: JobSpec
+    model: ModelArtifact | None = None
     status: JobStatus = JobStatus.PENDING
     attempt: int = 0
     processing_jobs: list[str] = field(default_factory=list)
@@ -117,6 +150,7 @@ class JobRecord:
     finished_at: str | None = None
     error: str | None = None
     stopped_by: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
     version: int = 0
 
     # What readers of a record ask most, named as in the job table's indexes and the status table.
@@ -127,6 +161,11 @@ class JobRecord:
     @property
     def input_prefix(self) -> str:
         return self.job.input.prefix
+
+    @property
+    def artifact(self) -> ModelArtifact:
+        """The model every attempt loads (a record written before lineage has its spec's ``model.uri``)."""
+        return self.model or ModelArtifact.of_spec(self.job.model)
 
     @property
     def output_prefix(self) -> str:
@@ -162,6 +201,44 @@ class JobRecord:
         return (end - parse_time(self.started_at)).total_seconds()
 
 
+def attempts_after(record: JobRecord, to: JobStatus, changes: Mapping[str, Any], now: str) -> list[AttemptRecord]:
+    """The job's attempt log once ``record`` moves to ``to`` with ``changes``, as every job store
+    writes it with the transition: SUBMITTED opens an attempt, RUNNING marks its start, and an end
+    closes it with its outcome, its reason and what it finished."""
+    attempts = list(record.attempts)
+    last = attempts[-1] if attempts else None
+    if to is JobStatus.SUBMITTED:
+        processing_jobs = changes.get("processing_jobs") or record.processing_jobs
+        files = int(changes.get("attempt_files", record.attempt_files))
+        compute = record.job.compute
+        attempts.append(
+            AttemptRecord(
+                number=int(changes.get("attempt", record.attempt)),
+                processing_job=str(processing_jobs[-1]) if processing_jobs else "",
+                backend=compute.backend,
+                instance_type=compute.instance_type,
+                instance_count=compute.instances_for(files),
+                files=files,
+                submitted_at=now,
+            )
+        )
+    elif last is not None and last.status is None and to is JobStatus.RUNNING and last.started_at is None:
+        attempts[-1] = replace(last, started_at=now)
+    elif (
+        last is not None and last.status is None and to in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+    ):
+        error = changes.get("error")
+        attempts[-1] = replace(
+            last,
+            ended_at=now,
+            status=to,
+            reason=str(error)[:_REASON_CHARS] if error else None,
+            files_done=record.progress_files,
+            rows=record.progress_rows,
+        )
+    return attempts
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One input object of a job (``key`` relative to the input prefix) and what became of it.
@@ -179,6 +256,7 @@ class FileRecord:
     processing_job: str | None = None
     seconds: float | None = None
     error_kind: ErrorKind | None = None
+    finished_at: str | None = None
 
     @property
     def retryable(self) -> bool:

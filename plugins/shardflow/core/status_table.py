@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from shardflow.core.record import JobRecord
+from shardflow.core.record import FileRecord, FileStatus, JobRecord, parse_time
 
-__all__ = ["JobProgress", "format_duration", "format_jobs", "format_table", "job_progress"]
+__all__ = [
+    "JobProgress",
+    "Throughput",
+    "format_duration",
+    "format_jobs",
+    "format_table",
+    "job_progress",
+    "throughput",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,49 @@ def job_progress(record: JobRecord) -> JobProgress:
         rows=rows,
         duration_seconds=record.duration_seconds(),
     )
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Rows per second over a job's life, in equal time buckets from its first start.
+
+    :param start: the job's first start (its creation if no start was recorded); ``bucket_seconds``
+        the width of each bucket.
+    :param rates: rows per second finished in each bucket, from the file results' write times
+        (a file counts when its result was written, so the resolution is the script's report
+        interval).
+    :param marks: ``(seconds from start, label)`` of each attempt's start.
+    """
+
+    start: datetime
+    bucket_seconds: float
+    rates: tuple[float, ...]
+    marks: tuple[tuple[float, str], ...]
+
+    @property
+    def peak(self) -> float:
+        return max(self.rates, default=0.0)
+
+
+def throughput(record: JobRecord, files: Sequence[FileRecord], buckets: int = 30) -> Throughput | None:
+    """The job's throughput chart data; ``None`` until a file has succeeded."""
+    done = [(parse_time(f.finished_at), f.rows) for f in files if f.status is FileStatus.SUCCEEDED and f.finished_at]
+    began = record.started_at or record.created_at
+    if not done or not began:
+        return None
+    start = min(parse_time(began), *(when for when, _ in done))
+    end = parse_time(record.finished_at) if record.finished_at else datetime.now(UTC)
+    end = max(end, *(when for when, _ in done))
+    width = max((end - start).total_seconds() / buckets, 1.0)
+    totals = [0] * buckets
+    for when, rows in done:
+        totals[min(int((when - start).total_seconds() / width), buckets - 1)] += rows
+    marks = tuple(
+        ((parse_time(a.started_at) - start).total_seconds(), f"attempt {a.number}")
+        for a in record.attempts
+        if a.started_at
+    )
+    return Throughput(start, width, tuple(total / width for total in totals), marks)
 
 
 def format_duration(seconds: float | None) -> str:

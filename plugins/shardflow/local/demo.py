@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 
 from shardflow.aws.jobstore import JobStore
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.record import JobRecord, JobStatus
 from shardflow.core.s3uri import S3Uri
 from shardflow.core.status_table import format_jobs
@@ -91,19 +92,22 @@ def run_demo_pipeline(
     env = airflow_environment(state, endpoint_url, dags_folder)
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     s3, dynamodb = boto3.client("s3"), boto3.client("dynamodb")
-    model = S3Uri.parse(spec.model.uri)
+    model = S3Uri.parse(ModelArtifact.of_spec(spec.model).uri)
     ensure_bucket(s3, model.bucket)
     store = JobStore(dynamodb, JOB_TABLE)
     store.create_table()
-    _step(f"training the demo model and uploading it to {spec.model.uri}")
+    _step(f"training the demo model and uploading it to {model}")
     s3.put_object(Bucket=model.bucket, Key=model.key, Body=train_demo_model())
     input_prefix = render_prefix(spec.input.prefix, date)
     tables = demo_dataset()
-    upload_dataset(s3, input_prefix, tables)
+    marker = spec.input.wait.marker if spec.input.wait else None
+    upload_dataset(s3, input_prefix, tables, marker=marker)
     rows = sum(t.num_rows for t in tables.values())
-    _step(f"wrote {len(tables)} Parquet files, {rows:,} rows, to {input_prefix}")
+    then = f", then {marker}" if marker else ""
+    _step(f"wrote {len(tables)} Parquet files, {rows:,} rows, to {input_prefix}{then}")
     prepare_airflow(env, log)
-    _step(f"running DAG {spec.dag_id} for {date}: prepare -> submit -> wait -> publish (log: {log})")
+    tasks = ("wait_for_input -> " if spec.input.wait else "") + "prepare -> submit -> wait -> publish"
+    _step(f"running DAG {spec.dag_id} for {date}: {tasks} (log: {log})")
     run_airflow(["dags", "test", spec.dag_id, date], env, log)
     return store.list_jobs(pipeline=spec.name, limit=1)[0]
 

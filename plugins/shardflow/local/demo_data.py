@@ -61,8 +61,9 @@ def demo_dataset(rows_per_file: Sequence[int] = DEMO_ROWS_PER_FILE, seed: int = 
     return tables
 
 
-def upload_dataset(s3: Any, prefix: str, tables: dict[str, pa.Table]) -> list[str]:
-    """Write each table as a Parquet object under ``prefix``; returns the keys written."""
+def upload_dataset(s3: Any, prefix: str, tables: dict[str, pa.Table], marker: str | None = None) -> list[str]:
+    """Write each table as a Parquet object under ``prefix``, then the empty ``marker`` object if
+    one is named (``_SUCCESS``, as a producer marks its input complete); returns the Parquet keys."""
     target = S3Uri.parse(prefix).as_prefix()
     keys = []
     for relative, table in tables.items():
@@ -70,6 +71,8 @@ def upload_dataset(s3: Any, prefix: str, tables: dict[str, pa.Table]) -> list[st
         pq.write_table(table, buffer, row_group_size=5_000)
         s3.put_object(Bucket=target.bucket, Key=target.key + relative, Body=buffer.getvalue())
         keys.append(target.key + relative)
+    if marker:
+        s3.put_object(Bucket=target.bucket, Key=target.key + marker, Body=b"")
     return keys
 
 

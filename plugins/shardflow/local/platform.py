@@ -23,11 +23,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 
 from shardflow.aws.jobstore import JobStore
 from shardflow.compute.local import pid_alive
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.s3uri import S3Uri
 from shardflow.local.demo import JOB_TABLE, REPO, airflow_environment, prepare_airflow
 from shardflow.local.demo_data import demo_dataset, ensure_bucket, train_demo_model, upload_dataset
@@ -43,6 +45,14 @@ __all__ = ["Platform", "PlatformState", "local_platform_environment"]
 USERS = {"admin": "admin", "viewer": "viewer"}
 #: Days of demo input seeded up to today, so the demo DAG's scheduled runs find their data.
 SEEDED_DAYS = 3
+
+
+def _base_path(environ: Mapping[str, str]) -> str:
+    """``SHARDFLOW_UI_BASE_PATH`` (``/airflow``): serve the UI under a subpath, as behind a proxy."""
+    path = environ.get("SHARDFLOW_UI_BASE_PATH", "").strip().rstrip("/")
+    if path and not path.startswith("/"):
+        raise ValueError(f"SHARDFLOW_UI_BASE_PATH={path!r}: give a path that starts with /, such as /airflow")
+    return path
 
 
 def _port_free(port: int) -> bool:
@@ -142,13 +152,15 @@ class Platform:
     def environment(self, state: PlatformState) -> dict[str, str]:
         """The Airflow components' environment (and the ``shardflow`` command's, while it runs)."""
         env = airflow_environment(self.root, state.moto_url, REPO / "dags")
-        port = int(state.ui_url.rsplit(":", 1)[1])
+        port = urlsplit(state.ui_url).port or 8080
         return {
             **component_environment(env, port, self._secret()),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": state.database,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__API__BASE_URL": state.ui_url,
+            # Under a subpath the API server serves its parts there only: the workers must call it there.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{state.ui_url}/execution/",
             "SHARDFLOW_POLL_SECONDS": "5",
         }
 
@@ -173,7 +185,7 @@ class Platform:
         passwords = self.passwords()
         database = self.environ.get("SHARDFLOW_DB_URL") or self._sqlite_url()
         state = PlatformState(
-            ui_url=f"http://127.0.0.1:{ui_port}",
+            ui_url=f"http://127.0.0.1:{ui_port}{_base_path(self.environ)}",
             moto_url=f"http://127.0.0.1:{moto_port}",
             database=database,
             pids={},
@@ -286,15 +298,18 @@ class Platform:
             say(f"==> restored {restored['objects']} objects and {restored['items']} job-table items")
         JobStore(dynamodb, JOB_TABLE).create_table()
         spec = load_spec(REPO / "dags" / "pipelines" / "demo.yaml")
-        model = S3Uri.parse(spec.model.uri)
+        model = S3Uri.parse(ModelArtifact.of_spec(spec.model).uri)
         ensure_bucket(s3, model.bucket)
         s3.put_object(Bucket=model.bucket, Key=model.key, Body=train_demo_model())
         today = datetime.now(UTC).date()
+        marker = spec.input.wait.marker if spec.input.wait else None
         for day in (today - timedelta(days=n) for n in range(SEEDED_DAYS)):
             prefix = S3Uri.parse(render_prefix(spec.input.prefix, day))
             if s3.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.key, MaxKeys=1).get("KeyCount"):
+                if marker:  # a day restored from a snapshot taken before the demo waited for it
+                    s3.put_object(Bucket=prefix.bucket, Key=prefix.key + marker, Body=b"")
                 continue
-            upload_dataset(s3, str(prefix), demo_dataset())
+            upload_dataset(s3, str(prefix), demo_dataset(), marker=marker)
             say(f"==> wrote the demo's input for {day} to {prefix}")
 
     def _local_jobs(self) -> list[int]:

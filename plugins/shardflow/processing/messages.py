@@ -89,7 +89,7 @@ class BatchAssigned:
     task_id: int
     slot: int
     rows: int
-    dtype: str  # of the feature matrix, as ``np.dtype.str``
+    dtype: str  # of the feature matrix, as ``np.dtype.str``; or ``"arrow"``: the feature columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class BatchOffered:
     task_id: int
     slot: int
     rows: int
-    dtype: str  # of the feature matrix, as ``np.dtype.str``
+    dtype: str  # of the feature matrix, as ``np.dtype.str``; or ``"arrow"``: the feature columns
 
 
 @dataclass(frozen=True, slots=True)

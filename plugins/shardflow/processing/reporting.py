@@ -143,5 +143,15 @@ class JobReporter:
     def _flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
-        if batch:
-            self.store.record_file_results(self.job_id, batch)
+        if not batch:
+            return
+        assert self.attempt is not None
+        # Fenced: a superseded (or already settled) attempt's results are refused, never applied.
+        if not self.store.record_file_results(self.job_id, batch, attempt=self.attempt):
+            log.warning(
+                "job %s has moved past attempt %d: its results for %d file(s) were refused, not recorded (%s, ...)",
+                self.job_id,
+                self.attempt,
+                len(batch),
+                batch[0].key,
+            )

@@ -5,12 +5,14 @@ options of :class:`shardflow.core.invocation.ScriptOptions`:
 
     batch_predict.py --input-dir DIR --output-dir DIR --model-path FILE --model-sha256 HEX [--workers N]
 
-The model is checked against its sha256 before it is unpickled, loaded once in this process, and
+The model (a joblib file, an XGBoost .json/.ubj, or a training job's model.tar.gz, unpacked here) is
+checked against its sha256 before it is loaded, loaded once in this process, and
 shared with forked workers (one per core, one library thread each). Each worker streams a file in
 record batches and writes its one output in order; when workers run out of files, they predict
 batches of the files still in progress, so a single big file keeps every core busy. Every input
 gets one output under the same relative path, written under a temporary name and renamed when
-complete; a manifest of what was written is written last. When the job's environment names a job
+complete; a manifest of what was written is written last. The manifest and every Parquet output
+name the model (--model-uri and the other lineage options). When the job's environment names a job
 record (SHARDFLOW_JOB_ID, SHARDFLOW_JOB_TABLE), per-file results and a heartbeat go to it.
 Imports nothing from Airflow.
 
@@ -37,11 +39,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from shardflow.contract import CONFIG_DIR, ENV_CONFIG_DIR, ENV_PROCESSING_JOB, ExitCode
+from shardflow.core.artifact import ModelArtifact
 from shardflow.core.invocation import ScriptOptions
 from shardflow.core.keys import check_relative
+from shardflow.core.model_files import load_model_file
 from shardflow.core.record import ErrorKind
 from shardflow.errors import ModelRefused, UnsafeKey
 from shardflow.processing.messages import FileOutcome, FileTask
@@ -68,7 +70,9 @@ _SLOT_BYTES = 64 << 20
 
 
 def load_model(path: Path, expected_sha256: str | None) -> Any:
-    """Unpickling runs code: refuse any artifact whose sha256 is not the one the spec names."""
+    """Unpickling runs code: refuse any artifact whose sha256 is not the one the spec names. The
+    artifact may be a training job's ``model.tar.gz``: the hash covers the archive, which is then
+    unpacked (see :func:`~shardflow.core.model_files.load_model_file`)."""
     if not expected_sha256:
         raise ModelRefused(
             f"no sha256 given for {path}: pass --model-sha256 (or SHARDFLOW_MODEL_SHA256) "
@@ -80,7 +84,7 @@ def load_model(path: Path, expected_sha256: str | None) -> Any:
             f"model {path} has sha256 {actual} but the spec expects {expected_sha256}: "
             "the artifact was replaced or the spec is stale; it was not loaded"
         )
-    return joblib.load(path)
+    return load_model_file(path)
 
 
 def _log_outcome(outcome: FileOutcome) -> None:
@@ -97,10 +101,13 @@ def _log_outcome(outcome: FileOutcome) -> None:
         )
 
 
-def write_manifest(output_dir: Path, outcomes: list[FileOutcome], job_name: str, host: str) -> Path:
+def write_manifest(
+    output_dir: Path, outcomes: list[FileOutcome], job_name: str, host: str, model: ModelArtifact | None = None
+) -> Path:
     manifest = {
         "processing_job": job_name,
         "host": host,
+        "model": None if model is None else model.model_dump(exclude_none=True),
         "files": [
             {"input": o.relative, "output": o.output, "rows": o.rows, "sha256": o.sha256}
             for o in outcomes
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
     assert args.workers is not None  # parse() fills it in
     job_name = processing_job_name()
     host = current_host()
+    lineage = args.model_artifact()
     if not args.input_dir.is_dir():
         log.error("input folder %s does not exist: nothing to predict", args.input_dir)
         write_manifest(args.output_dir, [], job_name, host)
@@ -199,7 +207,9 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
     try:
         model = load_model(args.model_path, args.model_sha256)
         limit_library_threads(model)
-        predictor = Predictor(model, args.features, args.passthrough, args.probability_per_class)
+        predictor = Predictor(
+            model, args.features, args.passthrough, args.probability_per_class, input_format=args.input_format
+        )
     except Exception as error:
         gc.enable()
         message = (
@@ -219,14 +229,18 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
     started, cpu_started = time.perf_counter(), time.process_time()
     columns = len(predictor.features)
     rows = max(1, min(args.batch_rows, _SLOT_BYTES // (8 * columns)))
+    # A DataFrame model's batch is held as Arrow columns, strings included: the whole slot (mapped
+    # memory is only committed as it is written).
+    slot_bytes = _SLOT_BYTES if predictor.frame_model else rows * columns * 8
     settings = WorkerSettings(
         predictor=predictor,
-        arena=SlotArena(args.workers, rows * columns * 8),
+        arena=SlotArena(args.workers, slot_bytes),
         sharing=multiprocessing.RawValue("i", 0),
         output_dir=args.output_dir,
         input_format=args.input_format,
         output_format=args.output_format,
         batch_rows=rows,
+        metadata=lineage.lineage() if lineage else {},
     )
     gc.freeze()  # the model's objects stay shared with the workers: the collector won't touch them
     gc.enable()
@@ -238,7 +252,7 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
         outcomes = refused + pool.run(tasks)
     finally:
         reporter.close()
-    manifest = write_manifest(args.output_dir, outcomes, job_name, host)
+    manifest = write_manifest(args.output_dir, outcomes, job_name, host, lineage)
     failed = sum(1 for o in outcomes if o.error)
     log.info(
         "%s: %d files (%d failed), %d rows in %.3f s; manifest %s",

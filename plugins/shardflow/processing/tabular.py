@@ -9,7 +9,7 @@ import io
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from shardflow.contract import INPUT_SUFFIXES, OUTPUT_SUFFIXES
 from shardflow.core.keys import check_relative
+from shardflow.core.model_input import CSV_NA_VALUES
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -73,8 +74,19 @@ def _at_most(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Record
             yield batch.slice(start, rows)
 
 
-def open_batches(path: Path, input_format: str, rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The file's schema and its rows in batches of at most ``rows``, read as they are consumed."""
+def open_batches(
+    path: Path,
+    input_format: str,
+    rows: int,
+    as_text: Callable[[pa.Schema], dict[str, pa.DataType] | None] | None = None,
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The file's schema and its rows in batches of at most ``rows``, read as they are consumed.
+
+    :param as_text: for a CSV file, given the schema its first block gives: ``None`` to read it as
+        it is, or the columns to read as text. Then the file is opened again, those columns typed
+        as text and the strings pandas.read_csv takes for missing read as nulls, so the batches
+        make the DataFrame pandas would read.
+    """
     if input_format == "parquet":
         parquet = pq.ParquetFile(path, buffer_size=_PAGE_BUFFER, pre_buffer=False)
         return parquet.schema_arrow, parquet.iter_batches(batch_size=rows, use_threads=False)
@@ -83,7 +95,14 @@ def open_batches(path: Path, input_format: str, rows: int) -> tuple[pa.Schema, I
     reader: Any
     try:
         if input_format in ("csv", "csv.gz"):
-            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES, use_threads=False))
+            read_options = pacsv.ReadOptions(block_size=_BLOCK_BYTES, use_threads=False)
+            reader = pacsv.open_csv(stream, read_options=read_options)
+            retyped = as_text(reader.schema) if as_text else None
+            if retyped is not None:
+                stream.close()
+                stream = pa.input_stream(str(path), compression=compression)
+                options = pacsv.ConvertOptions(column_types=retyped, null_values=list(CSV_NA_VALUES))
+                reader = pacsv.open_csv(stream, read_options=read_options, convert_options=options)
         elif input_format in ("jsonl", "jsonl.gz"):
             options = pajson.ReadOptions(block_size=_BLOCK_BYTES, use_threads=False)
             reader = pajson.open_json(stream, read_options=options)
@@ -184,10 +203,14 @@ class AtomicWriter:
 
     :param target: the final path of the output.
     :param output_format: ``parquet`` or ``csv``.
+    :param metadata: key-value metadata for a Parquet file's footer (the model's lineage).
     """
 
-    def __init__(self, target: Path, output_format: str, group_rows: int = 65_536) -> None:
+    def __init__(
+        self, target: Path, output_format: str, group_rows: int = 65_536, metadata: Mapping[str, str] | None = None
+    ) -> None:
         self.target = target
+        self.metadata = dict(metadata or {})
         self.output_format = output_format
         self.group_rows = group_rows
         self.tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
@@ -223,6 +246,8 @@ class AtomicWriter:
         if self._writer is None:  # an input with no rows still gets an (empty) output
             self.write(pa.RecordBatch.from_pylist([], schema=schema))
         self._flush()
+        if self.metadata and self.output_format == "parquet":
+            self._writer.add_key_value_metadata(self.metadata)
         self._writer.close()
         assert self._sink is not None
         self._sink.close()

@@ -44,7 +44,7 @@ from shardflow.processing.messages import (
     ToOwner,
     ToWorker,
 )
-from shardflow.processing.predictor import Predictor
+from shardflow.processing.predictor import FRAME, Features, Predictor
 from shardflow.processing.tabular import AtomicWriter, Prefetch, open_batches, output_name
 
 __all__ = ["SlotArena", "WorkerSettings", "peak_rss_bytes", "serve"]
@@ -59,10 +59,11 @@ SLOTS_PER_WORKER = 4
 
 class SlotArena:
     """Shared memory mapped before the workers fork: ``slots`` feature matrices per worker seat, so
-    a helper reads an owner's batch without a copy through a pipe.
+    a helper reads an owner's batch without a copy through a pipe. A DataFrame model's batch is
+    held there as an Arrow IPC stream of its feature columns instead.
 
     :param seats: how many workers.
-    :param slot_bytes: the size of one feature matrix (rows x features x 8).
+    :param slot_bytes: the size of one slot (a feature matrix: rows x features x 8).
     """
 
     def __init__(self, seats: int, slot_bytes: int, slots: int = SLOTS_PER_WORKER) -> None:
@@ -76,6 +77,22 @@ class SlotArena:
         flat = np.frombuffer(self._memory, dtype=dtype, count=rows * columns, offset=offset)
         return flat.reshape(columns, rows).T
 
+    def _slot(self, seat: int, slot: int) -> memoryview:
+        offset = (seat * self.slots + slot) * self.slot_bytes
+        return memoryview(self._memory)[offset : offset + self.slot_bytes]
+
+    def put_batch(self, seat: int, slot: int, batch: pa.RecordBatch) -> bool:
+        """Write ``batch`` into a slot as an Arrow IPC stream; ``False`` when it does not fit."""
+        if pa.ipc.get_record_batch_size(batch) + (64 << 10) > self.slot_bytes:  # room for the schema
+            return False
+        with pa.ipc.new_stream(pa.FixedSizeBufferWriter(pa.py_buffer(self._slot(seat, slot))), batch.schema) as out:
+            out.write_batch(batch)
+        return True
+
+    def get_batch(self, seat: int, slot: int) -> pa.RecordBatch:
+        """The batch :meth:`put_batch` wrote, read in place."""
+        return pa.ipc.open_stream(pa.py_buffer(self._slot(seat, slot))).read_next_batch()
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -85,6 +102,7 @@ class WorkerSettings:
         on a worker that finishes helps the others, so owners offer their batches. (Before, offers
         would only come back to their owner.) Unlocked: a worker killed while holding a lock would
         stop the others.
+    :param metadata: the key-value metadata of every Parquet output: the model's lineage.
     """
 
     predictor: Predictor
@@ -94,6 +112,7 @@ class WorkerSettings:
     input_format: str
     output_format: str
     batch_rows: int
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class FileFailure(ShardflowError, RuntimeError):
@@ -154,7 +173,7 @@ class BatchState(Enum):
 class _Batch:
     batch: pa.RecordBatch
     slot: int
-    matrix: np.ndarray
+    features: Features
     state: BatchState
     outputs: tuple[np.ndarray, ...] = field(default_factory=tuple)
     claiming: bool = False  # a claim is on its way; the slot is not reused before the answer
@@ -177,15 +196,17 @@ class _Owner:
         try:
             with _blame(ErrorKind.INPUT):
                 name = output_name(task.relative, settings.input_format, settings.output_format)
-                writer = AtomicWriter(settings.output_dir / name, settings.output_format)
-                schema, stream = open_batches(Path(task.path), settings.input_format, settings.batch_rows)
+                writer = AtomicWriter(settings.output_dir / name, settings.output_format, metadata=settings.metadata)
+                schema, stream = open_batches(
+                    Path(task.path), settings.input_format, settings.batch_rows, predictor.text_columns
+                )
                 # An empty text file has no columns to check (and no rows to predict).
-                dtype = predictor.check_columns(schema, task.relative) if len(schema) else np.dtype(np.float64)
+                layout = predictor.check_columns(schema, task.relative) if len(schema) else np.dtype(np.float64).str
             with Prefetch(stream) as prefetched:
                 for batch in _read(prefetched):
                     while not self.free:
                         self._advance(writer)
-                    self._add(batch, dtype)
+                    self._add(batch, layout)
                     rows, batches = rows + batch.num_rows, batches + 1
                     self._receive(block=False)
                     self._write_ready(writer)
@@ -219,16 +240,23 @@ class _Owner:
             batches=batches,
         )
 
-    def _add(self, batch: pa.RecordBatch, dtype: np.dtype) -> None:
-        predictor = self.settings.predictor
+    def _add(self, batch: pa.RecordBatch, layout: str) -> None:
+        predictor, arena = self.settings.predictor, self.settings.arena
         slot = self.free.pop()
-        matrix = self.settings.arena.matrix(self.seat, slot, batch.num_rows, len(predictor.features), dtype)
-        with _blame(ErrorKind.INPUT):
-            predictor.fill(batch, matrix)
-        entry = _Batch(batch, slot, matrix, BatchState.LOCAL)
-        if self.settings.sharing.value:
+        features: Features
+        if layout == FRAME:
+            features = batch.select(predictor.features)
+            # A batch too big for its slot (long strings) is predicted here.
+            offer = bool(self.settings.sharing.value) and arena.put_batch(self.seat, slot, features)
+        else:
+            features = arena.matrix(self.seat, slot, batch.num_rows, len(predictor.features), np.dtype(layout))
+            with _blame(ErrorKind.INPUT):
+                predictor.fill(batch, features)
+            offer = bool(self.settings.sharing.value)
+        entry = _Batch(batch, slot, features, BatchState.LOCAL)
+        if offer:
             entry.state = BatchState.OFFERED
-            self.conn.send(BatchOffered(self.task_id, slot, batch.num_rows, dtype.str))
+            self.conn.send(BatchOffered(self.task_id, slot, batch.num_rows, layout))
         self.pending.append(entry)
 
     def _advance(self, writer: AtomicWriter) -> None:
@@ -242,8 +270,11 @@ class _Owner:
                 while entry.claiming:
                     self._receive(block=True)
             if entry is not None and entry.state is BatchState.LOCAL:
+                predictor = self.settings.predictor
+                with _blame(ErrorKind.INPUT):
+                    data = predictor.model_input(entry.features)
                 with _blame(ErrorKind.MODEL):
-                    entry.outputs = self.settings.predictor.infer(entry.matrix)
+                    entry.outputs = predictor.infer(data)
                 entry.state = BatchState.DONE
             elif entry is None:
                 self._receive(block=True)
@@ -282,11 +313,18 @@ class _Owner:
 
 
 def _help(settings: WorkerSettings, batch: BatchAssigned) -> BatchPredicted | BatchFailed:
-    predictor = settings.predictor
-    matrix = settings.arena.matrix(batch.owner, batch.slot, batch.rows, len(predictor.features), np.dtype(batch.dtype))
+    predictor, arena = settings.predictor, settings.arena
+    features: Features
     try:
+        with _blame(ErrorKind.INPUT):
+            if batch.dtype == FRAME:
+                features = arena.get_batch(batch.owner, batch.slot)
+            else:
+                shape = (batch.rows, len(predictor.features))
+                features = arena.matrix(batch.owner, batch.slot, *shape, np.dtype(batch.dtype))
+            data = predictor.model_input(features)
         with _blame(ErrorKind.MODEL):
-            return BatchPredicted(batch.owner, batch.task_id, batch.slot, predictor.infer(matrix))
+            return BatchPredicted(batch.owner, batch.task_id, batch.slot, predictor.infer(data))
     except FileFailure as failure:
         return BatchFailed(batch.owner, batch.task_id, batch.slot, str(failure), failure.kind)
 

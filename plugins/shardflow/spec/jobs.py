@@ -22,11 +22,13 @@ ADHOC_PIPELINE = "adhoc"
 #: The trigger form's fields and where each goes in a pipeline spec.
 FORM_FIELDS: dict[str, tuple[str, str]] = {
     "model_uri": ("model", "uri"),
+    "model_training_job": ("model", "training_job"),
     "model_sha256": ("model", "sha256"),
     "input_prefix": ("input", "prefix"),
     "input_format": ("input", "format"),
     "output_prefix": ("output", "prefix"),
     "output_format": ("output", "format"),
+    "overwrite": ("output", "overwrite"),
     "backend": ("compute", "backend"),
     "instance_type": ("compute", "instance_type"),
     "instance_count": ("compute", "instance_count"),
@@ -42,12 +44,15 @@ def job_for_run(
     when: date | datetime | str,
     dag_id: str | None = None,
     output_prefix: str | None = None,
+    overwrite: bool = False,
 ) -> JobSpec:
     """The job ``spec`` asks for in the run ``run_id`` at ``when`` (its logical date, or the time
     an Asset-triggered run was queued): the prefixes rendered, everything checked again.
 
     :param dag_id: the DAG that runs it (default: the spec's own).
     :param output_prefix: write here instead of the spec's output prefix (``shardflow run``).
+    :param overwrite: replace another job's published outputs even if the spec does not say
+        ``output.overwrite`` (``shardflow run --overwrite``).
     :raises SpecError: a rendered prefix is not a valid S3 prefix.
     """
     try:
@@ -61,6 +66,7 @@ def job_for_run(
                 prefix=output_prefix or render_prefix(spec.output.prefix, when),
                 format=spec.output.format,
                 probability=spec.output.probability,
+                overwrite=spec.output.overwrite or overwrite,
             ),
             compute=spec.compute,
             features=tuple(spec.features) if spec.features else None,
@@ -91,6 +97,12 @@ def spec_from_form(params: Mapping[str, Any], settings: Settings) -> PipelineSpe
     for field, (section, key) in FORM_FIELDS.items():
         if params.get(field) is not None:
             data.setdefault(section, {})[key] = params[field]
+    if params.get("model_registry_group") is not None:
+        registry = {
+            "group": params["model_registry_group"],
+            "status": params.get("model_registry_status") or "Approved",
+        }
+        data.setdefault("model", {})["registry"] = registry
     if data["compute"].get("backend") == "sagemaker" and settings.sagemaker is not None:
         data["compute"]["sagemaker"] = settings.sagemaker.model_dump(mode="json", exclude_defaults=True)
     spec = parse_spec(data, "the trigger form")

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from shardflow.core.job import ComputeSpec, JobInput, JobOutput, ModelSpec, RetrySpec, check_column_list
+from shardflow.core.keys import check_relative
 from shardflow.core.s3uri import check_s3_uri
 from shardflow.core.sagemaker_settings import SageMakerSpec
 from shardflow.core.strict import Strict
@@ -27,6 +28,7 @@ __all__ = [
     "AssetSchedule",
     "ComputeSpec",
     "InputSpec",
+    "InputWait",
     "ModelSpec",
     "OutputSpec",
     "PipelineSpec",
@@ -62,10 +64,38 @@ def _check_prefix(value: str) -> str:
     return value
 
 
+class InputWait(Strict):
+    """Wait for a run's input before preparing its job: input that lands after the schedule fires.
+
+    :param marker: an object under the prefix that the producer writes last, such as ``_SUCCESS``;
+        without one, the first non-empty file of the input format is enough.
+    :param timeout_seconds: how long to wait before the run fails, naming what never arrived.
+    """
+
+    marker: str | None = Field(
+        None,
+        description="a key under the input prefix written when the input is complete, e.g. _SUCCESS; "
+        "null waits for one non-empty input file",
+    )
+    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = Field(
+        21600, description="fail the run when the input has not arrived after this long (at most 7 days)"
+    )
+
+    @field_validator("marker")
+    @classmethod
+    def _marker(cls, value: str | None) -> str | None:
+        if value is not None and ("{" in value or "%" in value):
+            raise ValueError(f"marker {value!r} cannot be templated: the prefix carries the run's date")
+        return value if value is None else check_relative(value, "marker")
+
+
 class InputSpec(JobInput):
     """Where the rows come from. ``prefix`` may use the run's date, such as ``{{ ds }}``."""
 
     prefix: str = Field(description="s3://bucket/key/ ending in '/'; the key may use {{ ds }}, {{ ds_nodash }}, ...")
+    wait: InputWait | None = Field(
+        None, description="wait for the input to arrive before the job starts; null fails at once when it is missing"
+    )
 
     @field_validator("prefix")
     @classmethod

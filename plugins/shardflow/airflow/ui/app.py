@@ -25,8 +25,9 @@ from shardflow.airflow.hooks import ShardflowHook
 from shardflow.airflow.ui.pages import job_page, jobs_page
 from shardflow.aws.job_queries import JobQuery
 from shardflow.core.lifecycle import stop_job
-from shardflow.core.planning import job_id_for_run
+from shardflow.core.orphans import settle_orphans
 from shardflow.core.record import JobRecord, JobStatus
+from shardflow.core.reruns import newest_job_of_run
 from shardflow.errors import JobNotFound, ShardflowError
 from shardflow.spec.jobs import ADHOC_PIPELINE
 from shardflow.spec.settings import Settings
@@ -64,6 +65,18 @@ def _job(job_id: str) -> JobRecord:
         raise HTTPException(status_code=404, detail=f"no Shardflow job {job_id}") from None
 
 
+def _settled(jobs: list[JobRecord]) -> list[JobRecord]:
+    """The jobs, each orphan among them (active, silent past its heartbeat timeout, its processing
+    job gone) settled first, so that no page shows a job RUNNING that nothing runs. A backend that
+    cannot answer leaves the jobs as they were read: the page is shown all the same."""
+    hook = _hook()
+    try:
+        return settle_orphans(jobs, hook.store, hook.backend, hook.objects)
+    except Exception:  # the page matters more than the housekeeping
+        log.warning("could not settle orphaned jobs on this page", exc_info=True)
+        return jobs
+
+
 def _same_origin(request: Request) -> None:
     """A form posted from another site carries the user's cookie too: refuse it."""
     source = request.headers.get("origin") or request.headers.get("referer")
@@ -95,7 +108,7 @@ def list_jobs(
         page = _hook().store.query_jobs(query)
     except ShardflowError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
-    jobs = [job for job in page.jobs if _allowed(user, "GET", job.job.dag_id)]
+    jobs = _settled([job for job in page.jobs if _allowed(user, "GET", job.job.dag_id)])
     filters = {
         name: str(value)
         for name, value in {"pipeline": pipeline, "status": status, "since": since, "until": until}.items()
@@ -108,6 +121,7 @@ def list_jobs(
 def show_job(job_id: str, user: GetUserDep) -> str:
     job = _job(job_id)
     _require(user, "GET", job.job.dag_id)
+    (job,) = _settled([job])
     stoppable = job.status not in _ENDED
     stop_url = f"{quote(job_id)}/stop" if stoppable and _allowed(user, "PUT", job.job.dag_id) else None
     return job_page(job, _hook().store.list_files(job_id), stop_url)
@@ -130,12 +144,14 @@ def stop(job_id: str, user: GetUserDep, request: Request) -> HTMLResponse:
 
 @router.get("/runs/{dag_id}/{run_id}")
 def run_job(dag_id: str, run_id: str, user: GetUserDep) -> RedirectResponse:
-    """The job of a DAG run (the DAG-run view's link): a pipeline's DAG is ``shardflow_<name>``."""
+    """The job of a DAG run (the DAG-run view's link): a pipeline's DAG is ``shardflow_<name>``; a
+    run cleared after its spec changed has a newer job (``-r2``...), and that one is shown."""
     _require(user, "GET", dag_id)
     pipeline = ADHOC_PIPELINE if dag_id == "shardflow_adhoc" else dag_id.removeprefix("shardflow_")
-    job_id = job_id_for_run(pipeline, dag_id, run_id)
-    _job(job_id)
-    return RedirectResponse(f"../../jobs/{quote(job_id)}", status_code=307)
+    job = newest_job_of_run(pipeline, dag_id, run_id, _hook().store)
+    if job is None:
+        raise HTTPException(status_code=404, detail=f"DAG run {dag_id} / {run_id} has no Shardflow job (yet)")
+    return RedirectResponse(f"../../jobs/{quote(job.job_id)}", status_code=307)
 
 
 def create_app() -> FastAPI:

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import urlencode
 
-from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus
+from shardflow.airflow.ui.chart import throughput_chart
+from shardflow.core.record import AttemptRecord, FileRecord, FileStatus, JobRecord, JobStatus
+from shardflow.core.status_table import job_progress, throughput
 
-__all__ = ["files_done", "job_page", "jobs_page"]
+__all__ = ["job_page", "jobs_page"]
 
 _COLOURS = {
     JobStatus.PENDING: "#6b7280",
@@ -36,13 +38,6 @@ dt { font-weight: 600; }
 """
 
 
-def files_done(record: JobRecord) -> int:
-    """Files finished so far: while an attempt runs, those it finished on top of earlier attempts'."""
-    if record.status.is_active:
-        return record.files_total - record.attempt_files + record.progress_files
-    return record.files_succeeded
-
-
 def _status(status: JobStatus) -> str:
     return f'<span class="status" data-status="{status}" style="background:{_COLOURS[status]}">{status}</span>'
 
@@ -53,6 +48,11 @@ def _bar(done: int, total: int) -> str:
         f'<span class="bar" role="progressbar" aria-valuenow="{done}" aria-valuemax="{total}">'
         f'<span style="width:{width}%"></span></span> {done}/{total}'
     )
+
+
+def _when(value: str | None) -> str:
+    """``2026-01-01T00:00:05.120000Z`` -> ``2026-01-01 00:00:05 UTC``."""
+    return escape(value[:19].replace("T", " ") + " UTC") if value else "-"
 
 
 def _seconds(value: float | None) -> str:
@@ -78,15 +78,15 @@ def jobs_page(
     """
     rows = []
     for job in jobs:
-        seconds = job.duration_seconds()
-        rate = f"{job.rows / seconds:,.0f}" if seconds else "-"
+        progress = job_progress(job)
+        rate = "-" if progress.rows_per_second is None else f"{progress.rows_per_second:,.0f}"
         compute = job.job.compute
         run = links["run"].format(dag_id=job.job.dag_id, run_id=job.job.run_id)
         rows.append(
             f"<tr data-job='{escape(job.job_id)}'><td><a href='{escape(links['job'].format(job_id=job.job_id))}'>"
             f"{escape(job.job_id)}</a></td><td>{escape(job.pipeline)}</td><td>{_status(job.status)}</td>"
-            f"<td>{job.attempt}/{job.max_attempts}</td><td>{_bar(files_done(job), job.files_total)}</td>"
-            f"<td>{job.rows:,}</td><td>{rate}</td><td>{_seconds(seconds)}</td>"
+            f"<td>{job.attempt}/{job.max_attempts}</td><td>{_bar(progress.files_done, job.files_total)}</td>"
+            f"<td>{progress.rows:,}</td><td>{rate}</td><td>{_seconds(progress.duration_seconds)}</td>"
             f"<td>{escape(compute.instance_type)} x {compute.instance_count}</td>"
             f"<td><a href='{escape(run)}' target='_top'>{escape(job.job.run_id)}</a></td></tr>"
         )
@@ -126,25 +126,50 @@ def _files_table(files: Sequence[FileRecord]) -> str:
     return f"<table id='files'><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _attempts_table(job: JobRecord) -> str:
+    def row(a: AttemptRecord) -> str:
+        outcome = _status(a.status) if a.status else _status(job.status)
+        return (
+            f"<tr data-attempt='{a.number}'><td>{a.number}</td><td>{escape(a.processing_job)}</td>"
+            f"<td>{escape(a.backend)}</td><td>{escape(a.instance_type)} x {a.instance_count}</td>"
+            f"<td>{a.files_done}/{a.files}</td><td>{a.rows:,}</td><td>{_when(a.submitted_at)}</td>"
+            f"<td>{_when(a.started_at)}</td><td>{_when(a.ended_at)}</td><td>{outcome}</td>"
+            f"<td class='error'>{escape(a.reason or '')}</td></tr>"
+        )
+
+    if not job.attempts:
+        # A job recorded before attempts were logged still names its processing jobs.
+        names = "".join(f"<li>{escape(name)}</li>" for name in job.processing_jobs) or "<li>none yet</li>"
+        return f"<ol id='attempts'>{names}</ol>"
+    header = (
+        "<tr><th>#</th><th>Processing job</th><th>Backend</th><th>Instances</th><th>Files</th><th>Rows</th>"
+        "<th>Submitted</th><th>Started</th><th>Ended</th><th>Outcome</th><th>Reason</th></tr>"
+    )
+    rows = "".join(row(a) for a in reversed(job.attempts))  # the latest first
+    return f"<table id='attempts'><thead>{header}</thead><tbody>{rows}</tbody></table>"
+
+
 def job_page(job: JobRecord, files: Sequence[FileRecord], stop_url: str | None, message: str = "") -> str:
-    """One job: what it runs, its attempts, its files (failed first), and the "Stop job" button
-    while it can be stopped (``stop_url``)."""
+    """One job: what it runs, its attempts, its throughput, its files (failed first), and the
+    "Stop job" button while it can be stopped (``stop_url``)."""
     spec = job.job
-    attempts = "".join(f"<li>{escape(name)}</li>" for name in job.processing_jobs) or "<li>none yet</li>"
+    progress = job_progress(job)
     details = {
         "Status": _status(job.status),
         "Pipeline": escape(job.pipeline),
         "DAG run": escape(f"{spec.dag_id} / {spec.run_id}"),
-        "Files": _bar(files_done(job), job.files_total),
-        "Rows": f"{job.rows:,}",
+        "Files": _bar(progress.files_done, job.files_total),
+        "Rows": f"{progress.rows:,}",
+        "Rows/s": "-" if progress.rows_per_second is None else f"{progress.rows_per_second:,.0f}",
         "Attempt": f"{job.attempt}/{job.max_attempts} on {escape(spec.compute.backend)}: "
         f"{escape(spec.compute.instance_type)} x {spec.compute.instance_count}",
-        "Model": f"{escape(spec.model.uri)}<br><code>{escape(spec.model.sha256)}</code>",
+        "Model": f"{escape(job.artifact.uri)}<br><code>{escape(job.artifact.sha256)}</code>"
+        f"<br>from {escape(job.artifact.source)}",
         "Input": f"{escape(spec.input.prefix)} ({escape(spec.input.format)})",
         "Output": f"{escape(spec.output.prefix)} ({escape(spec.output.format)})",
-        "Started": escape(job.started_at or "-"),
-        "Finished": escape(job.finished_at or "-"),
-        "Duration": _seconds(job.duration_seconds()),
+        "Started": _when(job.started_at),
+        "Finished": _when(job.finished_at),
+        "Duration": _seconds(progress.duration_seconds),
     }
     if job.stopped_by:
         details["Stopped by"] = escape(job.stopped_by)
@@ -158,6 +183,7 @@ def job_page(job: JobRecord, files: Sequence[FileRecord], stop_url: str | None, 
     notice = f"<p id='message' class='error'>{escape(message)}</p>" if message else ""
     body = (
         f"<h2>Job {escape(job.job_id)}</h2>{notice}{stop}<dl>{listing}</dl>{error}"
-        f"<h3>Attempts</h3><ol>{attempts}</ol><h3>Files</h3>{_files_table(files)}"
+        f"<h3>Attempts</h3>{_attempts_table(job)}<h3>Throughput</h3>{throughput_chart(throughput(job, files))}"
+        f"<h3>Files</h3>{_files_table(files)}"
     )
     return _page(f"Shardflow job {job.job_id}", body, refresh=job.status.is_active)

@@ -7,11 +7,22 @@ Registered by ``plugins/shardflow_plugin.py``: the plugin loader imports top-lev
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from shardflow.airflow.ui.app import URL_PREFIX, create_app
 
-__all__ = ["ShardflowPlugin"]
+__all__ = ["ShardflowPlugin", "pages_path"]
+
+
+def pages_path() -> str:
+    """Where the pages are, as the browser reaches them: under ``[api] base_url``'s path when
+    Airflow is served under a subpath (``/airflow/shardflow``). The UI puts a view's ``href`` into
+    its frame as given, so the subpath must be in it."""
+    root = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return f"{root}{URL_PREFIX}"
 
 
 class ShardflowPlugin(AirflowPlugin):
@@ -21,14 +32,14 @@ class ShardflowPlugin(AirflowPlugin):
     external_views = [  # noqa: RUF012
         {
             "name": "Shardflow jobs",
-            "href": f"{URL_PREFIX}/jobs",
+            "href": f"{pages_path()}/jobs",
             "url_route": "shardflow-jobs",
             "destination": "nav",
             "category": "browse",
         },
         {
             "name": "Shardflow job",
-            "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",
+            "href": f"{pages_path()}/runs/{{DAG_ID}}/{{RUN_ID}}",
             "url_route": "shardflow-job",
             "destination": "dag_run",
         },
