@@ -17,7 +17,7 @@ from support.records import sample_job
 from shardflow.airflow.ui.app import URL_PREFIX, create_app
 from shardflow.aws.jobstore import JobStore
 from shardflow.core.planning import job_id_for_run
-from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus
+from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, utcnow
 from shardflow.local.demo import JOB_TABLE
 
 PATH = [JobStatus.SUBMITTED, JobStatus.RUNNING]
@@ -38,7 +38,7 @@ def seeded(platform) -> dict[JobStatus, JobRecord]:
             attempt = {"attempt": 1, "processing_jobs": [f"{job_id}-a1"], "attempt_files": 4, "progress_files": 3}
             record = store.transition(record, JobStatus.SUBMITTED, **attempt)
         if status not in (JobStatus.PENDING, JobStatus.SUBMITTED):
-            record = store.transition(record, JobStatus.RUNNING)
+            record = store.transition(record, JobStatus.RUNNING, started_at=utcnow())
         if status is JobStatus.FAILED:
             reason = "ArrowInvalid: not parquet"
             failed = replace(files[2], status=FileStatus.FAILED, error=reason, error_kind=ErrorKind.INPUT)
@@ -46,7 +46,9 @@ def seeded(platform) -> dict[JobStatus, JobRecord]:
                 replace(files[i], status=FileStatus.SUCCEEDED, rows=100, output_key=files[i].key) for i in (0, 1, 3)
             ]
             store.record_file_results(job_id, [failed, *done])
-            record = store.transition(record, JobStatus.FAILED, files_failed=1, files_succeeded=3, error=reason)
+            record = store.transition(
+                record, JobStatus.FAILED, files_failed=1, files_succeeded=3, rows=300, error=f"part-2.parquet: {reason}"
+            )
         elif status is JobStatus.SUCCEEDED:
             record = store.transition(record, JobStatus.SUCCEEDED, files_succeeded=4, rows=400)
         elif status is JobStatus.CANCELLED:
@@ -104,6 +106,9 @@ def test_status_page_a_failed_jobs_page_shows_the_failed_file_and_its_reason_fir
     assert f"{failed.job_id}-a1" in attempt.text and "FAILED" in attempt.text and "not parquet" in attempt.text
     bars = browser.driver.find_elements("xpath", "//*[local-name()='svg'][@id='throughput']/*[local-name()='rect']")
     assert bars and max(float(bar.get_attribute("data-rate")) for bar in bars) > 0
+    browser.driver.execute_script("document.getElementById('attempts').scrollIntoView()")
+    browser.driver.switch_to.default_content()
+    browser.shot("failed-job-attempts")
 
 
 def test_status_page_a_dag_runs_view_opens_its_job(platform, browser):

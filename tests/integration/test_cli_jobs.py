@@ -159,7 +159,7 @@ def test_show_prints_the_job_and_its_failed_files_first_with_their_errors(store,
     assert f"input     {record.input_prefix} (parquet)" in out and record.output_prefix in out
     assert "compute   local: 2 x ml.m5.xlarge, at most 1 h 00 min an attempt" in out
     # The attempt: its instances, the 6 files it finished of the 6 it was given, its rows, how it ended.
-    assert re.search(rf"1\s+{record.job_id}-a1\s+local: 2 x ml.m5.xlarge\s+6/6\s+4,000\s.*FAILED", out)
+    assert re.search(rf"1\s+{record.job_id}-a1\s+2 x ml.m5.xlarge\s+6/6\s+4,000\s.*FAILED", out)
     files = [line.split()[:2] for line in out.splitlines() if re.match(r"(FAILED|SUCCEEDED|PENDING)\s+part-", line)]
     assert files == [["FAILED", KEYS[4]], ["FAILED", KEYS[5]]] + [["SUCCEEDED", k] for k in KEYS[:4]]
     assert re.search(rf"FAILED\s+{KEYS[4]}\s+-\s+-\s+input\s+{KEYS[4]}: feature column 'amount' is missing", out)

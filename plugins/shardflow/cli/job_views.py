@@ -64,6 +64,11 @@ def _time(value: str | None) -> str:
     return value[:19].replace("T", " ") if value else "-"
 
 
+def _clock(value: str | None) -> str:
+    """``2026-01-01T00:00:05.120000Z`` -> ``00:00:05``: within a job, the day is the created one's."""
+    return value[11:19] if value else "-"
+
+
 def _rate(progress: JobProgress) -> str:
     rate = progress.rows_per_second
     return "-" if rate is None else f"{rate:,.0f}"
@@ -210,25 +215,35 @@ def _attempts(record: JobRecord, files: Sequence[FileRecord]) -> Table:
             )
         return table
     table = _table(
-        ("#", "processing job", "instances", "files", "rows", "started (UTC)", "ended (UTC)", "outcome", "reason"),
+        ("#", "processing job", "instances", "files", "rows", "started", "ended", "outcome"),
         right=("#", "files", "rows"),
-        fold=("reason",),
-        title="Attempts",
+        title="Attempts (times UTC)",
     )
     for a in record.attempts:
-        outcome = status_text(a.status) if a.status else status_text(record.status)
         table.add_row(
             str(a.number),
             a.processing_job,
-            f"{a.backend}: {a.instance_count} x {a.instance_type}",
+            f"{a.instance_count} x {a.instance_type}",
             f"{a.files_done}/{a.files}",
             f"{a.rows:,}",
-            _time(a.started_at or a.submitted_at),
-            _time(a.ended_at),
-            outcome,
-            Text(a.reason, style="red") if a.reason else "",
+            _clock(a.started_at or a.submitted_at),
+            _clock(a.ended_at),
+            status_text(a.status) if a.status else status_text(record.status),
         )
     return table
+
+
+def _attempt_reasons(record: JobRecord) -> Table | None:
+    """Why each attempt ended, under the attempts table: the reasons are long, the table wide."""
+    reasons = [(a.number, a.reason) for a in record.attempts if a.reason]
+    if not reasons:
+        return None
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for number, reason in reasons:
+        grid.add_row(f"attempt {number}", Text(reason, style="red"))
+    return grid
 
 
 def _files(files: Sequence[FileRecord], limit: int) -> Table:
@@ -260,6 +275,9 @@ def job_detail(record: JobRecord, files: Sequence[FileRecord], file_limit: int =
     parts: list[RenderableType] = [headline(record), _details(record)]
     if record.processing_jobs:
         parts += ["", _attempts(record, files)]
+        reasons = _attempt_reasons(record)
+        if reasons is not None:
+            parts.append(reasons)
     if files:
         parts += ["", _files(files, file_limit)]
     return Group(*parts)

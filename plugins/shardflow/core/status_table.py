@@ -109,7 +109,8 @@ def throughput(record: JobRecord, files: Sequence[FileRecord], buckets: int = 30
     start = min(parse_time(began), *(when for when, _ in done))
     end = parse_time(record.finished_at) if record.finished_at else datetime.now(UTC)
     end = max(end, *(when for when, _ in done))
-    width = max((end - start).total_seconds() / buckets, 1.0)
+    # At least a second in all: a job that took no time still gets an axis.
+    width = max((end - start).total_seconds(), 1.0) / buckets
     totals = [0] * buckets
     for when, rows in done:
         totals[min(int((when - start).total_seconds() / width), buckets - 1)] += rows

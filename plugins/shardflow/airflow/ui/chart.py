@@ -11,7 +11,7 @@ from shardflow.core.status_table import Throughput
 __all__ = ["throughput_chart"]
 
 _WIDTH, _HEIGHT = 720, 180
-_LEFT, _BOTTOM, _TOP = 64, 24, 12
+_LEFT, _BOTTOM, _TOP = 64, 24, 20
 
 
 def _clock(throughput: Throughput, seconds: float) -> str:
@@ -40,8 +40,8 @@ def throughput_chart(throughput: Throughput | None) -> str:
     for offset, name in throughput.marks:
         x = _LEFT + plot_width * min(offset / span, 1.0)
         parts.append(
-            f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{_TOP}' y2='{_TOP + plot_height}' stroke='#6b7280' "
-            f"stroke-dasharray='4 3'/><text x='{x + 3:.1f}' y='{_TOP + 10}' font-size='11' fill='#6b7280'>"
+            f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{_TOP - 16}' y2='{_TOP + plot_height}' stroke='#6b7280' "
+            f"stroke-dasharray='4 3'/><text x='{x + 3:.1f}' y='{_TOP - 6}' font-size='11' fill='#6b7280'>"
             f"{escape(name)}</text>"
         )
     axis_y = _TOP + plot_height
