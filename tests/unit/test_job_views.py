@@ -118,11 +118,7 @@ def test_show_lists_each_attempt_with_its_instances_times_and_reason():
     text = render(job_detail(record, FILES), width=200)
 
     first = next(line for line in text.splitlines() if line.split()[:2] == ["1", "demo-000000000001-a1"])
-    assert first.split() == ["1", "demo-000000000001-a1", "2", "x", "ml.c5.2xlarge", "2/4", "100"] + [
-        "00:01:00",
-        "00:05:00",
-        "FAILED",
-    ]
+    assert first.split()[2:] == ["2", "x", "ml.c5.2xlarge", "2/4", "100", "00:01:00", "00:05:00", "FAILED"]
     second = next(line for line in text.splitlines() if line.split()[:2] == ["2", "demo-000000000001-a2"])
     assert second.split()[2:] == ["1", "x", "ml.c5.2xlarge", "0/2", "0", "00:06:00", "-", "RUNNING"]
     assert "attempt 1  d.parquet: worker killed" in text  # each reason under the table, whole
