@@ -200,6 +200,12 @@ def test_airflow_principal_privilege_on_processing_jobs_the_role_and_the_table(d
         assert evaluate(documents, f"sagemaker:{action}", job) is Decision.ALLOWED, action
     training = f"arn:aws:sagemaker:{REGION_ACCOUNT}:training-job/demo"
     assert evaluate(documents, "sagemaker:CreateTrainingJob", training) is Decision.IMPLICIT_DENY
+    # Prepare may read where a model came from (a training job, a registry package), never change it.
+    assert evaluate(documents, "sagemaker:DescribeTrainingJob", training) is Decision.ALLOWED
+    package = f"arn:aws:sagemaker:{REGION_ACCOUNT}:model-package/churn/3"
+    assert evaluate(documents, "sagemaker:DescribeModelPackage", package) is Decision.ALLOWED
+    assert evaluate(documents, "sagemaker:ListModelPackages", "*") is Decision.ALLOWED
+    assert evaluate(documents, "sagemaker:UpdateModelPackage", package) is Decision.IMPLICIT_DENY
     assert evaluate(documents, "sagemaker:DeleteModel", "*") is Decision.IMPLICIT_DENY
 
     to_sagemaker = {"iam:PassedToService": "sagemaker.amazonaws.com"}
