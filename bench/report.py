@@ -59,6 +59,12 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _over(row: Row, reference: Row | None) -> str:
+    """``row``'s work rate over ``reference``'s, or ``-`` when the case has no such method (the
+    Pipeline case has no I/O floor or blog pattern)."""
+    return f"{row.work_rate / reference.work_rate:.2f}" if reference else "-"
+
+
 def _cpu_ratio(reference: Row | None, row: Row) -> str:
     """How much more CPU per row the method spends than the reference, as a throughput ratio: what
     the wall-clock ratio would be on cores nobody else uses."""
@@ -119,10 +125,10 @@ def render(rows: list[Row], memory: list[tuple[int, Run]], context: dict[str, An
             lines.append(
                 f"| {row.method} | {row.work_rate:,.0f} | {row.process_rate:,.0f} | {row.run.cpu_seconds:.1f} "
                 f"| {_number(row.cpu_per_row)} "
-                f"| {row.work_rate / ceiling.work_rate if ceiling else float('nan'):.2f} "
+                f"| {_over(row, ceiling)} "
                 f"| {_cpu_ratio(ceiling, row)} "
-                f"| {row.work_rate / floor.work_rate if floor else float('nan'):.2f} "
-                f"| {row.work_rate / blog.work_rate if blog else float('nan'):.2f} "
+                f"| {_over(row, floor)} "
+                f"| {_over(row, blog)} "
                 f"| {_memory_cell(row.run)} | {row.run.tree_peak / _MB:.0f} |"
             )
         lines.append("")
