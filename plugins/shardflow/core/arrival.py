@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shardflow.core.planning import input_suffixes
+from shardflow.core.planning import input_suffixes, is_input
 from shardflow.core.ports import ObjectStore
 from shardflow.core.s3uri import S3Object, S3Uri
 
@@ -36,7 +36,7 @@ class Arrival:
         """Whether ``found`` (an object under :attr:`listing`) is what the run waits for."""
         if self.marker:
             return found.key == self.listing.key
-        return found.key.endswith(input_suffixes(self.input_format)) and found.size > 0
+        return is_input(found, self.input_format)
 
     def find(self, objects: ObjectStore) -> S3Object | None:
         """The object that shows the input has arrived, or ``None`` yet."""

@@ -8,14 +8,21 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from shardflow.contract import INPUT_SUFFIXES, MAX_JOB_NAME
+from shardflow.core.s3uri import S3Object
 
-__all__ = ["assign_shards", "input_suffixes", "job_id_for_run", "processing_job_name"]
+__all__ = ["assign_shards", "input_suffixes", "is_input", "job_id_for_run", "processing_job_name"]
 
 T = TypeVar("T")
 
 
 def input_suffixes(input_format: str) -> tuple[str, ...]:
     return INPUT_SUFFIXES[input_format]
+
+
+def is_input(found: S3Object, input_format: str) -> bool:
+    """Whether a listed object is one of a job's inputs: a file of its format, not empty (what
+    prepare plans, and what a run waiting for its first input waits for)."""
+    return found.key.endswith(input_suffixes(input_format)) and found.size > 0
 
 
 def _slug(text: str) -> str:

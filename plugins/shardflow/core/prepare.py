@@ -12,7 +12,7 @@ from shardflow.core.job import JobSpec
 from shardflow.core.keys import relative_key
 from shardflow.core.model_files import load_model_file
 from shardflow.core.model_source import resolve_model
-from shardflow.core.planning import input_suffixes
+from shardflow.core.planning import input_suffixes, is_input
 from shardflow.core.ports import JobStorePort, ModelCatalog, ObjectStore
 from shardflow.core.record import FileRecord, JobRecord
 from shardflow.core.reruns import check_output_free, plan_for_run
@@ -112,7 +112,7 @@ def prepare_job(
     check_output_free(job_id, job, objects)
     prefix = S3Uri.parse(job.input.prefix).as_prefix()
     suffixes = input_suffixes(job.input.format)
-    found = [o for o in objects.list(prefix) if o.key.endswith(suffixes) and o.size > 0]
+    found = [o for o in objects.list(prefix) if is_input(o, job.input.format)]
     if not found:
         raise PrepareError(
             f"no {job.input.format} files ({', '.join(suffixes)}) under {prefix}: "
