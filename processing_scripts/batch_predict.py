@@ -27,8 +27,17 @@ def open_job_store(table: str) -> Any:
     return JobStore(boto3.client("dynamodb"), table)
 
 
+def open_objects() -> Any:
+    """S3, for a dynamic job's instance (it reads its units and uploads their outputs itself)."""
+    import boto3
+
+    from shardflow.aws.s3 import S3ObjectStore
+
+    return S3ObjectStore(boto3.client("s3"))
+
+
 if __name__ == "__main__":
-    code = main(open_store=open_job_store)
+    code = main(open_store=open_job_store, open_objects=open_objects)
     # Everything is written and closed by now; tearing down an interpreter that holds scikit-learn,
     # SciPy and the model would take another tenth of a second and do nothing for the job.
     logging.shutdown()

@@ -15,6 +15,7 @@ __all__ = [
     "ENV_JOB_ID",
     "ENV_JOB_TABLE",
     "ENV_LOCAL_KEEP_FILES",
+    "ENV_LOCAL_WORKERS",
     "ENV_MODEL_SHA256",
     "ENV_PROCESSING_JOB",
     "INPUT_DIR",
@@ -67,6 +68,8 @@ ENV_PROCESSING_JOB = "SHARDFLOW_PROCESSING_JOB"
 ENV_CONFIG_DIR = "SHARDFLOW_CONFIG_DIR"
 #: The local backend keeps each attempt's copied inputs, model and outputs when this is ``1``.
 ENV_LOCAL_KEEP_FILES = "SHARDFLOW_LOCAL_KEEP_FILES"
+#: The local backend's worker processes per instance (default: the cores over the instances).
+ENV_LOCAL_WORKERS = "SHARDFLOW_LOCAL_WORKERS_PER_INSTANCE"
 #: Read by the script when given: its heartbeat period, and the model's sha256 for a run by hand.
 ENV_HEARTBEAT_SECONDS = "SHARDFLOW_HEARTBEAT_SECONDS"
 ENV_MODEL_SHA256 = "SHARDFLOW_MODEL_SHA256"

@@ -4,14 +4,17 @@ ships a ``MockTransport``: the job table, the object store and a compute backend
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from shardflow.core.ports import ModelPackage, ProcessingRequest, ProcessingState, ProcessingStatus
-from shardflow.core.record import FileRecord, JobRecord, JobStatus, attempts_after, check_transition
+from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus, attempts_after, check_transition
 from shardflow.core.s3uri import S3Object, S3Uri
+from shardflow.core.units import Claim, UnitState, WorkUnit
 from shardflow.errors import (
     JobConflict,
     JobNotFound,
@@ -55,20 +58,23 @@ class InMemoryJobStore:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._jobs: dict[str, JobRecord] = {}
         self._files: dict[str, dict[str, FileRecord]] = {}
+        self._units: dict[str, dict[int, WorkUnit]] = {}
+        self._lock = threading.Lock()
         #: ``(job_id, attempt)`` of every batch of file results the fence refused, in order.
         self.refused: list[tuple[str, int]] = []
 
     def _now(self) -> str:
         return self.clock().strftime(_TIME_FORMAT)
 
-    def create_job(self, record: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
-        """Write a new job and its files; if the job exists already, return it unchanged."""
+    def create_job(self, record: JobRecord, files: Iterable[FileRecord], units: Iterable[WorkUnit] = ()) -> JobRecord:
+        """Write a new job, its files and its units; if the job exists already, return it unchanged."""
         if record.job_id in self._jobs:
             return self.get_job(record.job_id)
         files = list(files)
         now = self._now()
         record = replace(record, created_at=now, updated_at=now, version=1, files_total=len(files))
         self._files[record.job_id] = {f.key: f for f in files}
+        self._units[record.job_id] = {u.index: u for u in units}
         self._jobs[record.job_id] = _copy(record)
         return _copy(record)
 
@@ -130,6 +136,77 @@ class InMemoryJobStore:
         self._files.setdefault(job_id, {}).update((f.key, f) for f in results)
         return True
 
+    # -- units: the rules of shardflow.aws.job_units ------------------------------------------
+
+    def list_units(self, job_id: str) -> list[WorkUnit]:
+        return [u for _, u in sorted(self._units.get(job_id, {}).items())]
+
+    def get_units(self, job_id: str, indices: Iterable[int]) -> list[WorkUnit]:
+        units = self._units.get(job_id, {})
+        return [units[i] for i in sorted(set(indices)) if i in units]
+
+    def _fenced(self, job_id: str, attempt: int) -> bool:
+        record = self._jobs.get(job_id)
+        return record is None or not self.is_current(record, attempt)
+
+    def claim_unit(
+        self, job_id: str, attempt: int, index: int, *, token: str, host: str, lease_until: float, now: float
+    ) -> Claim:
+        with self._lock:
+            if self._fenced(job_id, attempt):
+                return Claim.FENCED
+            unit = self._units.get(job_id, {}).get(index)
+            if unit is None or not unit.claimable(attempt, now):
+                return Claim.TAKEN
+            self._units[job_id][index] = replace(
+                unit,
+                state=UnitState.LEASED,
+                attempt=attempt,
+                token=token,
+                host=host,
+                lease_until=lease_until,
+                claims=unit.claims + 1,
+            )
+            return Claim.OK
+
+    def renew_leases(self, job_id: str, leases: Mapping[int, str], lease_until: float) -> list[int]:
+        lost = []
+        with self._lock:
+            for index, token in leases.items():
+                unit = self._units[job_id][index]
+                if unit.token == token and unit.state is UnitState.LEASED:
+                    self._units[job_id][index] = replace(unit, lease_until=lease_until)
+                else:
+                    lost.append(index)
+        return lost
+
+    def finish_unit(self, job_id: str, attempt: int, unit: WorkUnit, file: FileRecord | None = None) -> Claim:
+        with self._lock:
+            if self._fenced(job_id, attempt):
+                return Claim.FENCED
+            stored = self._units[job_id][unit.index]
+            if stored.token != unit.token or stored.state is not UnitState.LEASED:
+                return Claim.TAKEN
+            if file is not None and not self._may_record(job_id, file):
+                return Claim.TAKEN
+            self._units[job_id][unit.index] = replace(unit, lease_until=None, claims=stored.claims)
+            if file is not None:
+                self._files[job_id][file.key] = file
+            return Claim.OK
+
+    def record_split_file(self, job_id: str, attempt: int, file: FileRecord) -> Claim:
+        with self._lock:
+            if self._fenced(job_id, attempt):
+                return Claim.FENCED
+            if not self._may_record(job_id, file):
+                return Claim.TAKEN
+            self._files[job_id][file.key] = file
+            return Claim.OK
+
+    def _may_record(self, job_id: str, file: FileRecord) -> bool:
+        stored = self._files.get(job_id, {}).get(file.key)
+        return stored is None or stored.status is not FileStatus.SUCCEEDED
+
     @staticmethod
     def is_current(record: JobRecord, attempt: int) -> bool:
         """The fence of :class:`shardflow.aws.jobstore.JobStore`: the job is at ``attempt`` and active."""
@@ -154,6 +231,9 @@ class InMemoryObjectStore:
         """The object's bytes; with ``start`` and ``end``, only that inclusive range."""
         body = self._body(uri)
         return body[start : end + 1] if start is not None and end is not None else body
+
+    def upload(self, path: str, uri: S3Uri) -> None:
+        self.put(uri, Path(path).read_bytes())
 
     def download(self, uri: S3Uri, into: IO[bytes]) -> None:
         into.write(self._body(uri))

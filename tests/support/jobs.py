@@ -26,12 +26,27 @@ from support.records import sample_job_spec
 ROWS = (2_000, 1_500, 2_500, 1_000, 1_800, 2_200)
 
 
-def launch(s3, store, bucket, *, seconds_per_call=0.5, instances=2, attempts=3, heartbeat_timeout=600, extra=None):
-    """Upload a paced model and the dataset, prepare and submit the job; return it and its sensor."""
+def launch(
+    s3,
+    store,
+    bucket,
+    *,
+    seconds_per_call=0.5,
+    instances=2,
+    attempts=3,
+    heartbeat_timeout=600,
+    extra=None,
+    tables=None,
+    **compute,
+):
+    """Upload a paced model and the dataset (``tables``, default the demo's with :data:`ROWS`),
+    prepare and submit the job; return it, its tables and the model. ``compute`` goes to the
+    spec (``distribution``, ``split_objects``, ``lease_seconds``)."""
     model = paced_model_bytes(seconds_per_call)
     s3.put_object(Bucket=bucket, Key="models/paced.joblib", Body=model)
-    tables = demo_dataset(ROWS)
-    upload_dataset(s3, f"s3://{bucket}/in/", tables)
+    if tables is None:
+        tables = demo_dataset(ROWS)
+        upload_dataset(s3, f"s3://{bucket}/in/", tables)
     for key, body in (extra or {}).items():
         s3.put_object(Bucket=bucket, Key=f"in/{key}", Body=body)
     job = sample_job_spec(
@@ -48,6 +63,7 @@ def launch(s3, store, bucket, *, seconds_per_call=0.5, instances=2, attempts=3, 
         max_attempts=attempts,
         backoff_seconds=0,
         heartbeat_timeout_seconds=heartbeat_timeout,
+        **compute,
     )
     record = prepare_job(job, store, S3ObjectStore(s3))
     record = submit_job(record.job_id, store, sensor_for(record.job_id, store).hook.backend("local"))

@@ -145,6 +145,7 @@ def file_from_item(item: Mapping[str, Any]) -> FileRecord:
         error_kind=ErrorKind(values["error_kind"]) if "error_kind" in values else None,
         # A file's result is written when it ends: that write's time is when it finished.
         finished_at=values.get("file_updated_at") if status is not FileStatus.PENDING else None,
+        parts=int(values.get("parts", 1)),
     )
 
 
@@ -158,6 +159,7 @@ def file_item(job_id: str, record: FileRecord, expires_at: int) -> dict[str, Any
         "processing_job": record.processing_job,
         "seconds": None if record.seconds is None else round(record.seconds, 3),
         "error_kind": None if record.error_kind is None else str(record.error_kind),
+        "parts": record.parts if record.parts != 1 else None,
     }
     return {
         "pk": {"S": JOB_PK + job_id},

@@ -31,7 +31,9 @@ from shardflow.aws.job_items import (
     to_item,
 )
 from shardflow.aws.job_queries import JOB_KIND, JobPage, JobQuery, query_jobs
+from shardflow.aws.job_units import UnitMethods, unit_item
 from shardflow.core.record import FileRecord, JobRecord, JobStatus, attempts_after, check_transition, utcnow
+from shardflow.core.units import WorkUnit
 from shardflow.errors import AccessDenied, JobConflict, JobNotFound, JobTableNotFound, ResourceError
 
 __all__ = ["JobStore"]
@@ -91,8 +93,8 @@ def _named_faults(method: Callable[Concatenate[JobStore, _P], _R]) -> Callable[C
     return call
 
 
-class JobStore:
-    """The job table behind one small class.
+class JobStore(UnitMethods):
+    """The job table behind one small class (the unit items' operations: :mod:`shardflow.aws.job_units`).
 
     :param client: a low-level boto3 DynamoDB client (``boto3.client("dynamodb")`` or an
         Airflow ``AwsBaseHook(client_type="dynamodb").get_conn()``).
@@ -175,9 +177,10 @@ class JobStore:
     # -- jobs ---------------------------------------------------------------------------------
 
     @_named_faults
-    def create_job(self, record: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
-        """Write a new job and its file list; if the job exists already, return it unchanged (its
-        files' results included: a prepare run again must not send finished files back to PENDING)."""
+    def create_job(self, record: JobRecord, files: Iterable[FileRecord], units: Iterable[WorkUnit] = ()) -> JobRecord:
+        """Write a new job, its file list and its work units (dynamic distribution); if the job
+        exists already, return it unchanged (its files' results included: a prepare run again must
+        not send finished files back to PENDING)."""
         existing = self.client.get_item(TableName=self.table, Key=job_key(record.job_id), ConsistentRead=True)
         if "Item" in existing:
             return job_from_item(existing["Item"])
@@ -190,6 +193,7 @@ class JobStore:
         # File items go first: a job item that exists always has its complete file list. Two
         # prepares racing here write the same PENDING items; only one job item is created.
         self._batch_put([file_item(record.job_id, f, expires_at) for f in files])
+        self._batch_put([unit_item(record.job_id, u, expires_at) for u in units])
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
         except ClientError as error:

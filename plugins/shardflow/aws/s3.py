@@ -98,6 +98,11 @@ class S3ObjectStore:
         with _named_faults(uri, "s3:GetObject"):
             self.client.download_fileobj(uri.bucket, uri.key, into)
 
+    def upload(self, path: str, uri: S3Uri) -> None:
+        """Upload a local file (in parts, when it is big)."""
+        with _named_faults(uri, "s3:PutObject"):
+            self.client.upload_file(path, uri.bucket, uri.key)
+
     def put(self, uri: S3Uri, body: bytes, *, create_only: bool = False) -> None:
         """Write ``body`` at ``uri``; with ``create_only``, only if no object is there
         (``If-None-Match: *``, which S3 and moto both honour on PutObject)."""

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from shardflow.aws.s3 import named_s3_error
 from shardflow.compute.lifeline import bind_to_parent, child_bound_to, owner_gone, read_owner
 from shardflow.compute.local import write_status
-from shardflow.contract import ENV_CONFIG_DIR, ENV_LOCAL_KEEP_FILES, ENV_PROCESSING_JOB, ExitCode
+from shardflow.contract import ENV_CONFIG_DIR, ENV_LOCAL_KEEP_FILES, ENV_LOCAL_WORKERS, ENV_PROCESSING_JOB, ExitCode
 from shardflow.core.invocation import ScriptOptions
 from shardflow.core.keys import contained_path, relative_key
 from shardflow.core.planning import assign_shards
@@ -88,6 +88,7 @@ class Instance:
             model_path=model_path,
             model=request.artifact,
             workers=workers,
+            claim_units=request.dynamic,
         )
         command = [sys.executable, script, *options.to_argv()]
         env = {
@@ -106,6 +107,7 @@ class Instance:
                 # An instance never outlives its runner, however the runner ends (kill -9 included).
                 preexec_fn=functools.partial(child_bound_to, os.getpid()),
             )
+        (self.root / "script.pid").write_text(str(self.process.pid))
 
     def failure(self) -> str | None:
         assert self.process is not None
@@ -199,12 +201,13 @@ def run(job_dir: Path) -> ProcessingState:
         s3 = boto3.client("s3")
         count = request.instance_count
         hosts = [f"algo-{i + 1}" for i in range(count)]
-        shards = assign_shards(sorted(request.input_keys), count)
+        # Dynamic: the instances claim their units from the job record and read them from S3.
+        shards = [[] for _ in hosts] if request.dynamic else assign_shards(sorted(request.input_keys), count)
         model_uri = S3Uri.parse(request.artifact.uri)
         model_file = contained_path(job_dir / "model", model_uri.name)
         model_file.parent.mkdir(exist_ok=True)
         _download(s3, model_uri, model_file)
-        workers = max(1, (os.cpu_count() or 1) // count)
+        workers = int(os.environ.get(ENV_LOCAL_WORKERS, "0")) or max(1, (os.cpu_count() or 1) // count)
         input_prefix = S3Uri.parse(job.input.prefix)
         for host, shard in zip(hosts, shards, strict=True):
             instance = Instance(job_dir, host, hosts)

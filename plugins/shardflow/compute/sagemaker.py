@@ -141,7 +141,8 @@ class SageMakerBackend:
         if self.describe(request.job_name) is not None:
             raise ProcessingJobExists(f"processing job {request.job_name!r} exists already in {region}")
         manifest = None
-        if not self._prefix_holds_exactly(request):
+        # A dynamic job has no data input: its instances claim units and read them themselves.
+        if not request.dynamic and not self._prefix_holds_exactly(request):
             manifest, body = input_manifest(request)
             self._call(self.s3.put_object, Bucket=manifest.bucket, Key=manifest.key, Body=body)
         create = build_create_request(request, settings, region, manifest)
@@ -157,7 +158,11 @@ class SageMakerBackend:
             request.instance_count,
             request.job.compute.instance_type,
             len(request.input_keys),
-            f"manifest {manifest}" if manifest else request.job.input.prefix,
+            f"{request.units} units claimed from the job record"
+            if request.dynamic
+            else f"manifest {manifest}"
+            if manifest
+            else request.job.input.prefix,
         )
 
     def _prefix_holds_exactly(self, request: ProcessingRequest) -> bool:

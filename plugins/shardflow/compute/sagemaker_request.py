@@ -92,7 +92,12 @@ def _request_problems(request: ProcessingRequest) -> list[str]:
         problems.append(f"compute.instance_type: {job.compute.instance_type!r} is not of the form ml.<family>.<size>")
     if not 1 <= request.instance_count <= MAX_INSTANCES:
         problems.append(f"compute.instance_count: {request.instance_count}; SageMaker allows 1-{MAX_INSTANCES}")
-    elif request.instance_count > len(request.input_keys):
+    elif request.dynamic and request.instance_count > request.units:
+        problems.append(
+            f"compute.instance_count: {request.instance_count} instances for {request.units} work unit(s); "
+            "an instance without a unit to claim is paid for nothing"
+        )
+    elif not request.dynamic and request.instance_count > len(request.input_keys):
         problems.append(
             f"compute.instance_count: {request.instance_count} instances for {len(request.input_keys)} input "
             "object(s); an instance without an object is paid for nothing"
@@ -141,6 +146,7 @@ def container_arguments(request: ProcessingRequest) -> list[str]:
         output_dir=OUTPUT_DIR,
         model_path=container_model_path(request.artifact),
         model=request.artifact,
+        claim_units=request.dynamic,
     )
     return options.to_argv()
 
@@ -165,8 +171,9 @@ def build_create_request(
     request: ProcessingRequest, settings: SageMakerSpec, region: str, manifest: S3Uri | None = None
 ) -> dict[str, Any]:
     """The CreateProcessingJob request: the inputs sharded by S3 key over the instances (from the
-    prefix, or from ``manifest`` when only some of its objects are to be processed), the model
-    copied to every instance, and the outputs uploaded to the attempt's staging when the job ends."""
+    prefix, or from ``manifest`` when only some of its objects are to be processed; none for a
+    dynamic job, whose instances claim units), the model copied to every instance, and the
+    outputs uploaded to the attempt's staging when the job ends."""
     data_source = (
         {"S3Uri": str(manifest), "S3DataType": "ManifestFile"}
         if manifest
@@ -182,19 +189,21 @@ def build_create_request(
     network: dict[str, Any] = {"EnableNetworkIsolation": settings.network_isolation}
     if settings.subnets:
         network["VpcConfig"] = {"Subnets": settings.subnets, "SecurityGroupIds": settings.security_group_ids}
+    data = {
+        "InputName": "data",
+        "S3Input": {
+            **data_source,
+            "LocalPath": INPUT_DIR,
+            "S3InputMode": "File",
+            "S3DataDistributionType": "ShardedByS3Key",
+            "S3CompressionType": "None",
+        },
+    }
     body: dict[str, Any] = {
         "ProcessingJobName": request.job_name,
+        # Dynamic distribution: no data input; the instances claim units from the job record.
         "ProcessingInputs": [
-            {
-                "InputName": "data",
-                "S3Input": {
-                    **data_source,
-                    "LocalPath": INPUT_DIR,
-                    "S3InputMode": "File",
-                    "S3DataDistributionType": "ShardedByS3Key",
-                    "S3CompressionType": "None",
-                },
-            },
+            *([] if request.dynamic else [data]),
             {
                 # A key is a prefix too: objects whose keys extend the model's come along, unused.
                 # An archive (a training job's model.tar.gz) is copied as it is: the script

@@ -61,6 +61,7 @@ class ScriptOptions:
     passthrough: tuple[str, ...] | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
     probability_per_class: bool = False
+    claim_units: bool = False
 
     @classmethod
     def for_job(
@@ -174,6 +175,12 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "probability_per_class": _option(
         "--probability-per-class",
         "classifiers: one probability_<class> column per class instead of a single probability",
+        store_true=True,
+    ),
+    "claim_units": _option(
+        "--claim-units",
+        "dynamic distribution: claim work units from the job record and read them from S3 "
+        "(--input-dir is then where they are fetched to)",
         store_true=True,
     ),
 }

@@ -145,6 +145,14 @@ class ComputeSpec(Strict):
     :param instance_type: a SageMaker instance type such as ``ml.m5.xlarge``.
     :param instance_count: instances; each gets its ShardedByS3Key share of the input objects.
     :param max_runtime_seconds: each attempt is stopped after this long (SageMaker allows 9 days).
+    :param distribution: how the input objects reach the instances: ``sharded`` (each instance gets
+        its ShardedByS3Key share, about 1/N of the objects by count), ``dynamic`` (instances claim
+        work units from the job record, biggest first, until none is left), or ``auto`` (dynamic
+        when the sharded shares' predicted imbalance passes a threshold; see docs/distribution.md).
+    :param split_objects: with dynamic distribution, a Parquet object of several row groups may be
+        cut into ranges of row groups, each its own unit (its outputs are ``<name>.part-NNNNN``).
+    :param lease_seconds: dynamic distribution: how long a claimed unit stays its instance's without
+        a renewal; an instance that dies costs this much before another takes its unit.
     :param sagemaker: the ``sagemaker`` backend's settings; required with that backend, ignored by
         ``local``.
     """
@@ -153,6 +161,9 @@ class ComputeSpec(Strict):
     instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE.pattern)] = "ml.m5.xlarge"
     instance_count: Annotated[int, Field(ge=1, le=MAX_INSTANCES)] = 1
     max_runtime_seconds: Annotated[int, Field(ge=60, le=MAX_RUNTIME_SECONDS)] = 3600
+    distribution: Literal["sharded", "dynamic", "auto"] = "sharded"
+    split_objects: bool = False
+    lease_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
     sagemaker: Annotated[SageMakerSpec | None, Field(validate_default=True)] = None
 
     @field_validator("sagemaker")
@@ -164,6 +175,12 @@ class ComputeSpec(Strict):
                 "(see docs/sagemaker.md), or set SHARDFLOW_SAGEMAKER_IMAGE_URI and SHARDFLOW_SAGEMAKER_ROLE_ARN"
             )
         return value
+
+    @model_validator(mode="after")
+    def _split_needs_dynamic(self) -> ComputeSpec:
+        if self.split_objects and self.distribution == "sharded":
+            raise ValueError("split_objects needs distribution dynamic or auto: ShardedByS3Key hands out whole objects")
+        return self
 
     def instances_for(self, objects: int) -> int:
         """The instances an attempt over ``objects`` input objects gets: never more instances than
@@ -262,6 +279,15 @@ class JobSpec(Strict):
         compute = info.data.get("compute")
         check_column_list(value, str(info.field_name), compute.backend if compute is not None else None)
         return value
+
+    @model_validator(mode="after")
+    def _split_parquet_only(self) -> JobSpec:
+        if self.compute.split_objects and self.input.format != "parquet":
+            raise ValueError(
+                f"compute.split_objects cuts Parquet objects at their row groups; input.format is "
+                f"{self.input.format}: set split_objects to false (whole objects are still claimed dynamically)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _prefixes_apart(self) -> JobSpec:

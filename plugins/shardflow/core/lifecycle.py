@@ -42,7 +42,13 @@ def _request(record: JobRecord, name: str, files: Sequence[FileRecord], table: s
         job_name=name,
         input_keys=tuple(prefix.key + f.key for f in files),
         model=record.artifact,
+        units=sum(f.parts for f in files) if record.dynamic else 0,
     )
+
+
+def _instances(record: JobRecord, files: Sequence[FileRecord]) -> int:
+    """The instances an attempt over ``files`` gets (dynamic: as many as it has units, at most)."""
+    return record.job.compute.instances_for(sum(f.parts for f in files) if record.dynamic else len(files))
 
 
 def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> JobRecord:
@@ -81,6 +87,7 @@ def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> Job
         attempt=attempt,
         processing_jobs=[*record.processing_jobs, name],
         attempt_files=len(files),
+        attempt_instances=_instances(record, files),
         progress_files=0,
         progress_rows=0,
         heartbeat_at=None,
@@ -134,6 +141,8 @@ def _unuploaded(files: list[FileRecord], objects: ObjectStore, record: JobRecord
     """Files marked SUCCEEDED whose output is not in the staging of the attempt that made it: an
     attempt that did not complete never uploaded them (outputs are uploaded at the end of a job),
     so they must be done again."""
+    if record.dynamic:  # its instances upload each output before they record its unit done
+        return []
     staging = job_staging(record.output_prefix, record.job_id)
     present = {o.key[len(staging.key) :] for o in objects.list(staging)}
     return [

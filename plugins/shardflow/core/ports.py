@@ -64,6 +64,8 @@ class ProcessingRequest:
         prefix); a resubmission lists only the files that did not succeed.
     :param instance_count: the instances of this attempt (see :meth:`for_attempt`).
     :param model: the artifact the job record resolved (see :attr:`artifact`).
+    :param units: with dynamic distribution, the work units the instances claim from the job
+        record (``0``: sharded, each instance gets its ShardedByS3Key share of ``input_keys``).
     """
 
     job: JobSpec
@@ -74,6 +76,7 @@ class ProcessingRequest:
     input_keys: tuple[str, ...]
     instance_count: int
     model: ModelArtifact | None = None
+    units: int = 0
 
     @classmethod
     def for_attempt(
@@ -86,11 +89,17 @@ class ProcessingRequest:
         job_name: str,
         input_keys: tuple[str, ...],
         model: ModelArtifact | None = None,
+        units: int = 0,
     ) -> ProcessingRequest:
-        """The request of one attempt; never more instances than objects, since an idle instance
-        is paid for nothing."""
-        count = job.compute.instances_for(len(input_keys))
-        return cls(job, job_id, job_table, attempt, job_name, input_keys, count, model)
+        """The request of one attempt; never more instances than objects (or, dynamic, than
+        units), since an idle instance is paid for nothing."""
+        count = job.compute.instances_for(units or len(input_keys))
+        return cls(job, job_id, job_table, attempt, job_name, input_keys, count, model, units)
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the instances claim units from the job record instead of receiving a share."""
+        return self.units > 0
 
     @property
     def artifact(self) -> ModelArtifact:
@@ -117,6 +126,7 @@ class ProcessingRequest:
             "input_keys": list(self.input_keys),
             "instance_count": self.instance_count,
             "model": None if self.model is None else self.model.model_dump(mode="json"),
+            "units": self.units,
         }
 
     @classmethod
@@ -130,6 +140,7 @@ class ProcessingRequest:
             input_keys=tuple(data["input_keys"]),
             instance_count=int(data["instance_count"]),
             model=ModelArtifact.model_validate(data["model"]) if data.get("model") else None,
+            units=int(data.get("units", 0)),
         )
 
 
@@ -160,7 +171,12 @@ class JobStorePort(Protocol):
 
     table: str
 
-    def create_job(self, record: JobRecord, files: Iterable[FileRecord]) -> JobRecord: ...
+    def create_job(self, record: JobRecord, files: Iterable[FileRecord], units: Iterable[Any] = ()) -> JobRecord:
+        """Write a new job with its files and (dynamic distribution) its work units
+        (:class:`~shardflow.core.units.WorkUnit`); an existing job is returned unchanged."""
+
+    def list_units(self, job_id: str) -> list[Any]:
+        """The job's work units (:class:`~shardflow.core.units.WorkUnit`), in index order."""
 
     def get_job(self, job_id: str) -> JobRecord: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from shardflow.core.record import FileRecord, JobRecord
 from shardflow.core.reruns import check_output_free, plan_for_run
 from shardflow.core.s3uri import S3Object, S3Uri
 from shardflow.core.smoke import check_model_on_input
+from shardflow.core.units import (
+    UNITS_PER_INSTANCE,
+    RowGroup,
+    WorkUnit,
+    choose_distribution,
+    plan_units,
+    predicted_imbalance,
+    read_row_groups,
+)
 from shardflow.errors import ModelRefused, ModelUnusable, ObjectNotFound, PrepareError, UnsafeKey
 
 __all__ = ["MAX_REFUSED_LISTED", "load_verified_model", "prepare_job"]
@@ -128,7 +138,38 @@ def prepare_job(
     model = load_verified_model(objects, artifact)
     first = next(o for o in found if o.key == prefix.key + files[0].key)
     check_model_on_input(objects, job, model, S3Uri(prefix.bucket, first.key), first.size)
+    distribution, imbalance, units = _distribution(job, files, objects, prefix)
+    parts = {u.key: u.parts for u in units}
+    files = [replace(f, parts=parts.get(f.key, 1)) for f in files]
     record = JobRecord(
-        job_id=job_id, job=job, model=artifact, files_refused=len(refused), refused_files=refused[:MAX_REFUSED_LISTED]
+        job_id=job_id,
+        job=job,
+        model=artifact,
+        files_refused=len(refused),
+        refused_files=refused[:MAX_REFUSED_LISTED],
+        distribution=distribution,
+        predicted_imbalance=imbalance,
     )
-    return store.create_job(record, files)
+    return store.create_job(record, files, units)
+
+
+def _distribution(
+    job: JobSpec, files: list[FileRecord], objects: ObjectStore, prefix: S3Uri
+) -> tuple[str, float, list[WorkUnit]]:
+    """How the files reach the instances (``compute.distribution``, ``auto`` decided here), the
+    sharded shares' predicted imbalance, and the work units when dynamic (docs/distribution.md).
+    Only the objects big enough to be cut have their footers read (two ranged reads each)."""
+    compute = job.compute
+    files = sorted(files, key=lambda f: f.key)
+    row_groups: dict[str, tuple[list[RowGroup], int]] = {}
+    if compute.split_objects:
+        target = sum(f.size for f in files) // max(1, compute.instance_count * UNITS_PER_INSTANCE)
+        for f in files:
+            if f.size > target:
+                row_groups[f.key] = read_row_groups(objects, prefix.join(f.key), f.size)
+    units = plan_units(files, compute.instance_count, row_groups)
+    imbalance = predicted_imbalance(
+        [f.size for f in files], compute.instances_for(len(files)), compute.instances_for(len(units))
+    )
+    chosen = choose_distribution(compute.distribution, imbalance)
+    return chosen, round(imbalance, 3), units if chosen == "dynamic" else []

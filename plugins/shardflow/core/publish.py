@@ -18,10 +18,11 @@ from typing import Any
 from shardflow.core.keys import check_relative
 from shardflow.core.lifecycle import summarize
 from shardflow.core.ports import JobStorePort, ObjectStore
-from shardflow.core.record import FileRecord, JobRecord, JobStatus
+from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus
 from shardflow.core.reruns import OVERWRITE_ADVICE, Occupant, occupant
 from shardflow.core.s3uri import S3Uri
 from shardflow.core.staging import MANIFEST, SUCCESS, attempt_of, attempt_staging, job_staging
+from shardflow.core.units import UnitState, WorkUnit
 from shardflow.errors import ObjectExists, PublishError, UnsafeKey
 
 __all__ = ["COPIES_AT_ONCE", "Promotion", "publish_job", "staged_outputs"]
@@ -58,7 +59,8 @@ def publish_job(job_id: str, store: JobStorePort, objects: ObjectStore) -> dict[
     if held.job_id == job_id and held.marked:  # published already: a cleared publish task
         _clear_staging(record, objects)
         return summarize(record)
-    promotions = staged_outputs(record, store.list_files(job_id), objects)
+    units = store.list_units(job_id) if record.dynamic else None
+    promotions = staged_outputs(record, store.list_files(job_id), objects, units)
     manifest = {
         "job_id": job_id,
         "model": record.artifact.model_dump(exclude_none=True),
@@ -146,14 +148,19 @@ def _promote(job_id: str, promotion: Promotion, objects: ObjectStore, *, create_
         )
 
 
-def staged_outputs(record: JobRecord, files: list[FileRecord], objects: ObjectStore) -> list[Promotion]:
+def staged_outputs(
+    record: JobRecord, files: list[FileRecord], objects: ObjectStore, units: list[WorkUnit] | None = None
+) -> list[Promotion]:
     """Each input's output, from the staging of the attempt the record credits it to, checked
-    against the record: every input exactly once, every output staged, the rows adding up.
+    against the record: every input exactly once, every output staged, the rows adding up. A
+    dynamic job's outputs are its units' (``units``), each staged under its own claim.
 
     :raises PublishError: naming every problem found (the first 20).
     """
     staging = job_staging(record.output_prefix, record.job_id)
     staged = {o.key[len(staging.key) :]: o.size for o in objects.list(staging)}
+    if units is not None:
+        return _unit_outputs(record, files, units, staged)
     manifests = _manifests(record, staged, objects)
     inputs = {f.key for f in files}
     chosen: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -184,6 +191,48 @@ def staged_outputs(record: JobRecord, files: list[FileRecord], objects: ObjectSt
     rows = sum(e["rows"] for _, e in chosen.values())
     if rows != record.rows:
         raise PublishError(f"job {record.job_id}: manifests count {rows} rows but the job record counts {record.rows}")
+    return promotions
+
+
+def _unit_outputs(
+    record: JobRecord, files: list[FileRecord], units: list[WorkUnit], staged: dict[str, int]
+) -> list[Promotion]:
+    """A dynamic job's outputs: every part of every input done, staged and hashed; a split input's
+    parts in order."""
+    staging = job_staging(record.output_prefix, record.job_id)
+    by_key: dict[str, list[WorkUnit]] = {}
+    for unit in units:
+        by_key.setdefault(unit.key, []).append(unit)
+    problems: list[str] = []
+    promotions: list[Promotion] = []
+    for f in sorted(files, key=lambda f: f.key):
+        parts = sorted(by_key.pop(f.key, []), key=lambda u: u.part)
+        undone = [u.label for u in parts if u.state is not UnitState.DONE or not u.output or not u.staged]
+        if f.status is not FileStatus.SUCCEEDED or len(parts) != f.parts or undone:
+            problems.append(f"no output for input {f.key}" + (f": {undone[0]} is not done" if undone else ""))
+            continue
+        for unit in parts:
+            entry: dict[str, Any] = {"input": f.key, "output": unit.output, "rows": unit.rows, "sha256": unit.sha256}
+            if unit.parts > 1:
+                entry |= {"part": unit.part, "row_groups": [unit.first_group, unit.groups]}
+            problems += _unsafe([entry, {"input": f.key, "output": unit.staged}])
+            if str(unit.staged) not in staged:
+                problems.append(f"{unit.output} (for {unit.label}) is missing from staging ({unit.staged})")
+            elif not _SHA256.match(str(unit.sha256)):
+                problems.append(f"{unit.output} (for {unit.label}) has no sha256 in its unit")
+            target = S3Uri.parse(record.output_prefix).join(str(unit.output))
+            promotions.append(Promotion(staging.join(str(unit.staged)), target, entry))
+    problems += [f"units of {key} are not an input of this job" for key in sorted(by_key)]
+    outputs = [p.entry["output"] for p in promotions]
+    problems += [f"{o} is written by more than one unit" for o in sorted({o for o in outputs if outputs.count(o) > 1})]
+    if problems:
+        raise PublishError(
+            f"job {record.job_id}: the units staged under {staging} do not match its inputs:\n"
+            + "\n".join(problems[:20])
+        )
+    rows = sum(p.entry["rows"] for p in promotions)
+    if rows != record.rows:
+        raise PublishError(f"job {record.job_id}: its units count {rows} rows but the job record counts {record.rows}")
     return promotions
 
 

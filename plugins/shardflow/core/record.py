@@ -126,7 +126,11 @@ _REASON_CHARS = 500
 @dataclass(frozen=True)
 class JobRecord:
     """One batch-inference job: what to run (``job``), where it stands, and what it has done.
-    ``model`` is the artifact prepare resolved ``job.model`` to, with its lineage."""
+    ``model`` is the artifact prepare resolved ``job.model`` to, with its lineage.
+    ``distribution`` is how prepare decided the inputs reach the instances (``sharded`` or
+    ``dynamic``; ``None`` in records written before it was chosen: sharded), and
+    ``predicted_imbalance`` the sharded shares' max/mean bytes per instance it decided on.
+    ``attempt_instances`` is the current attempt's instance count."""
 
     job_id: str
     job: JobSpec
@@ -151,6 +155,9 @@ class JobRecord:
     error: str | None = None
     stopped_by: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    distribution: str | None = None
+    predicted_imbalance: float | None = None
+    attempt_instances: int = 0
     version: int = 0
 
     # What readers of a record ask most, named as in the job table's indexes and the status table.
@@ -178,6 +185,11 @@ class JobRecord:
     @property
     def max_attempts(self) -> int:
         return self.job.retries.max_attempts
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the job's instances claim work units from the record (see :mod:`shardflow.core.units`)."""
+        return self.distribution == "dynamic"
 
     @property
     def current_processing_job(self) -> str | None:
@@ -217,7 +229,7 @@ def attempts_after(record: JobRecord, to: JobStatus, changes: Mapping[str, Any],
                 processing_job=str(processing_jobs[-1]) if processing_jobs else "",
                 backend=compute.backend,
                 instance_type=compute.instance_type,
-                instance_count=compute.instances_for(files),
+                instance_count=int(changes.get("attempt_instances") or compute.instances_for(files)),
                 files=files,
                 submitted_at=now,
             )
@@ -245,6 +257,8 @@ class FileRecord:
 
     :param error_kind: why it failed (or must be done again); ``None`` for a file without an
         error, or one recorded before failures were classified (counted as retryable).
+    :param parts: the work units it is cut into (dynamic distribution with ``split_objects``:
+        ranges of its row groups, each with its own output); 1 otherwise.
     """
 
     key: str
@@ -257,6 +271,7 @@ class FileRecord:
     seconds: float | None = None
     error_kind: ErrorKind | None = None
     finished_at: str | None = None
+    parts: int = 1
 
     @property
     def retryable(self) -> bool:

@@ -38,11 +38,16 @@ class FileTask:
     :param path: where it is on this instance.
     :param relative: its path under the input folder, which the output keeps.
     :param size: its size in bytes: the biggest files are handed out first.
+    :param output: its output's path under the output folder (default: the input's relative path
+        with the output's suffix); a dynamic job's part of a split object names its own.
+    :param row_groups: only these row groups of a Parquet file: ``(first, count)``.
     """
 
     path: str
     relative: str
     size: int
+    output: str | None = None
+    row_groups: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from typing import Protocol
 
 from shardflow.core.record import ErrorKind
 from shardflow.errors import UnsafeKey
@@ -38,7 +39,7 @@ from shardflow.processing.messages import (
 from shardflow.processing.tabular import output_name, remove_partials
 from shardflow.processing.worker import WorkerSettings, serve
 
-__all__ = ["WorkerPool"]
+__all__ = ["TaskSource", "WorkerPool"]
 
 log = logging.getLogger("batch_predict")
 
@@ -115,6 +116,17 @@ def _death(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+class TaskSource(Protocol):
+    """Tasks that come while the pool runs (:class:`~shardflow.processing.claims.UnitClaims`)."""
+
+    @property
+    def finished(self) -> bool:
+        """No task will come any more, and every task given has its result recorded."""
+
+    def take(self) -> FileTask | None:
+        """The next task, or ``None`` when there is none now (the pool asks again)."""
+
+
 class WorkerPool:
     """Runs every file through forked workers and returns one outcome per file.
 
@@ -146,14 +158,18 @@ class WorkerPool:
         child_end.close()
         return _Seat(process, parent_end, _Outbox(parent_end))
 
-    def run(self, tasks: list[FileTask]) -> list[FileOutcome]:
+    def run(self, tasks: list[FileTask], source: TaskSource | None = None) -> list[FileOutcome]:
+        """Predict every task, and with ``source`` every task it gives (a dynamic job's claimed
+        units), until it is finished; one outcome per task, in the order they came."""
         queue = deque(sorted(tasks, key=lambda t: t.size, reverse=True))  # big files first: no long tail
+        given = [t.relative for t in tasks]
         outcomes: dict[str, FileOutcome] = {}
-        while len(outcomes) < len(tasks):
-            self._dispatch(queue)
+        while len(outcomes) < len(given) or (source is not None and not source.finished):
+            self._dispatch(queue, source, given)
             by_conn = {s.conn: s for s in self.seats}
             by_sentinel = {s.process.sentinel: s for s in self.seats}
-            ready = wait([*by_conn, *by_sentinel])
+            # A source may have work later (a lease running out elsewhere): ask it again soon.
+            ready = wait([*by_conn, *by_sentinel], timeout=None if source is None else 0.25)
             for conn in [r for r in ready if r in by_conn]:
                 seat = by_conn[conn]
                 while True:
@@ -169,17 +185,22 @@ class WorkerPool:
                 if not seat.process.is_alive():
                     self._replace(seat, queue, outcomes)
         self._stop()
-        return [outcomes[t.relative] for t in tasks]
+        return [outcomes[relative] for relative in given]
 
     @staticmethod
     def _send(seat: _Seat, message: ToWorker) -> bool:
         """``False`` when the worker is gone; its sentinel tells the loop, which replaces it."""
         return seat.outbox.put(message)
 
-    def _dispatch(self, queue: deque[FileTask]) -> None:
+    def _dispatch(self, queue: deque[FileTask], source: TaskSource | None, given: list[str]) -> None:
         for seat in self.seats:
             if not seat.idle or not seat.process.is_alive():
                 continue
+            if not queue and source is not None and not source.finished:
+                task = source.take()  # a new unit before helping with the batches of others
+                if task is not None:
+                    queue.append(task)
+                    given.append(task.relative)
             if queue:
                 task = queue.popleft()
                 if self._send(seat, FileAssigned(self._next_task, task)):
@@ -239,7 +260,8 @@ class WorkerPool:
             settings = self.settings
             with contextlib.suppress(UnsafeKey):  # a name that could lead outside was never written
                 remove_partials(
-                    settings.output_dir / output_name(task.relative, settings.input_format, settings.output_format)
+                    settings.output_dir
+                    / (task.output or output_name(task.relative, settings.input_format, settings.output_format))
                 )
             if self._blame(task.relative, f"worker {seat.process.pid} {reason} while predicting it", "retrying it"):
                 self._finish(self._failed(task), outcomes)

@@ -113,6 +113,13 @@ class JobReporter:
             files, rows = self._unbeaten
             self._unbeaten = (files + 1, rows + (0 if outcome.error else outcome.rows))
 
+    def file_recorded(self, record: FileRecord) -> None:
+        """Count a result written to the job record by someone else (a dynamic job's unit claims)
+        in the next heartbeat's progress."""
+        with self._lock:
+            files, rows = self._unbeaten
+            self._unbeaten = (files + 1, rows + record.rows)
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():

@@ -36,8 +36,9 @@ import logging
 import multiprocessing
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shardflow.contract import CONFIG_DIR, ENV_CONFIG_DIR, ENV_PROCESSING_JOB, ExitCode
 from shardflow.core.artifact import ModelArtifact
@@ -45,7 +46,9 @@ from shardflow.core.invocation import ScriptOptions
 from shardflow.core.keys import check_relative
 from shardflow.core.model_files import load_model_file
 from shardflow.core.record import ErrorKind
+from shardflow.core.units import UnitStore
 from shardflow.errors import ModelRefused, UnsafeKey
+from shardflow.processing.claims import UnitClaims, UnitObjects
 from shardflow.processing.messages import FileOutcome, FileTask
 from shardflow.processing.pool import WorkerPool
 from shardflow.processing.predictor import Predictor, limit_library_threads
@@ -144,6 +147,27 @@ def processing_job_name() -> str:
         return "local"
 
 
+def _log_claims(host: str, claims: UnitClaims) -> None:
+    stats = claims.stats
+    log.info(
+        "%s: %d units, %d rows, busy %.3f s; DynamoDB requests: %d claims (%d taken by others), %d lists, "
+        "%d renewals, %d results, %d reads (%.2f per unit)",
+        host,
+        stats.units,
+        stats.rows,
+        stats.busy_seconds,
+        stats.claims,
+        stats.taken,
+        stats.lists,
+        stats.renewals,
+        stats.results,
+        stats.reads,
+        stats.requests / max(1, stats.units),
+    )
+    if stats.refused:
+        log.warning("%s: %d result(s) refused, e.g. %s", host, len(stats.refused), stats.refused[0])
+
+
 def _megabytes(size: int) -> str:
     return f"{size / (1 << 20):.0f} MB"
 
@@ -172,11 +196,40 @@ def _tasks(args: ScriptOptions) -> tuple[list[FileTask], list[FileOutcome]]:
     return tasks, refused
 
 
-def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) -> int:
+def _claims(
+    reporter: JobReporter, open_objects: Callable[[], UnitObjects], args: ScriptOptions, host: str
+) -> UnitClaims:
+    """The unit claims of a dynamic job's instance, for the job the reporter reports to."""
+    record = reporter.store.get_job(reporter.job_id)
+    assert reporter.attempt is not None
+    return UnitClaims(
+        cast(UnitStore, reporter.store),
+        open_objects(),
+        job_id=record.job_id,
+        attempt=reporter.attempt,
+        processing_job=reporter.processing_job,
+        host=host,
+        work_dir=args.input_dir,
+        output_dir=args.output_dir,
+        input_prefix=record.input_prefix,
+        output_prefix=record.output_prefix,
+        input_format=args.input_format,
+        output_format=args.output_format,
+        lease_seconds=record.job.compute.lease_seconds,
+        on_file=reporter.file_recorded,
+    )
+
+
+def main(
+    argv: list[str] | None = None,
+    open_store: StoreFactory | None = None,
+    open_objects: Callable[[], UnitObjects] | None = None,
+) -> int:
     """Run the script; returns its exit code (:class:`~shardflow.contract.ExitCode`).
 
     :param open_store: opens the job table by name, when the environment names a job record to
         report to (the entry point passes the DynamoDB one; this package imports no AWS client).
+    :param open_objects: opens S3, for ``--claim-units`` (dynamic distribution).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = ScriptOptions.parse(argv, __doc__)
@@ -184,20 +237,34 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
     job_name = processing_job_name()
     host = current_host()
     lineage = args.model_artifact()
-    if not args.input_dir.is_dir():
+    reporter = (JobReporter.from_environment(job_name, open_store) if open_store else None) or NullReporter()
+    recorded = isinstance(reporter, JobReporter)
+    if args.claim_units and not (recorded and open_objects):
+        log.error(
+            "--claim-units takes its work from a job record: run it with SHARDFLOW_JOB_ID and SHARDFLOW_JOB_TABLE set"
+        )
+        return ExitCode.NO_INPUT
+    if args.claim_units:
+        tasks: list[FileTask] = []
+        refused: list[FileOutcome] = []
+        args.input_dir.mkdir(parents=True, exist_ok=True)
+    elif not args.input_dir.is_dir():
         log.error("input folder %s does not exist: nothing to predict", args.input_dir)
         write_manifest(args.output_dir, [], job_name, host)
         return ExitCode.NO_INPUT
-    tasks, refused = _tasks(args)
-    if not tasks and not refused:
-        log.error("no %s files under %s: nothing to predict", args.input_format, args.input_dir)
-        write_manifest(args.output_dir, [], job_name, host)
-        return ExitCode.NO_INPUT
-    reporter = (JobReporter.from_environment(job_name, open_store) if open_store else None) or NullReporter()
-    recorded = isinstance(reporter, JobReporter)
+    else:
+        tasks, refused = _tasks(args)
+        if not tasks and not refused:
+            log.error("no %s files under %s: nothing to predict", args.input_format, args.input_dir)
+            write_manifest(args.output_dir, [], job_name, host)
+            return ExitCode.NO_INPUT
+    claims: UnitClaims | None = None
 
     def done(outcome: FileOutcome) -> None:
-        reporter.file_done(outcome)
+        if claims is not None:
+            claims.finish(outcome)
+        else:
+            reporter.file_done(outcome)
         _log_outcome(outcome)
 
     loading = time.perf_counter()
@@ -225,7 +292,10 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
         reporter.close()
         return ExitCode.MODEL_REFUSED
     log.info("model loaded in %.2f s", time.perf_counter() - loading)
-    log.info("%s: %d %s files, %d workers", host, len(tasks), args.input_format, args.workers)
+    if args.claim_units:
+        log.info("%s: claiming units of the job, %d workers", host, args.workers)
+    else:
+        log.info("%s: %d %s files, %d workers", host, len(tasks), args.input_format, args.workers)
     started, cpu_started = time.perf_counter(), time.process_time()
     columns = len(predictor.features)
     rows = max(1, min(args.batch_rows, _SLOT_BYTES // (8 * columns)))
@@ -247,10 +317,16 @@ def main(argv: list[str] | None = None, open_store: StoreFactory | None = None) 
     pool = WorkerPool(settings, args.workers, done)  # fork before the reporter's thread starts
     reporter.start()
     try:
+        if args.claim_units:
+            assert isinstance(reporter, JobReporter) and open_objects is not None
+            claims = _claims(reporter, open_objects, args, host)
         for outcome in refused:
             done(outcome)
-        outcomes = refused + pool.run(tasks)
+        outcomes = refused + pool.run(tasks, claims)
     finally:
+        if claims is not None:
+            claims.close()
+            _log_claims(host, claims)
         reporter.close()
     manifest = write_manifest(args.output_dir, outcomes, job_name, host, lineage)
     failed = sum(1 for o in outcomes if o.error)

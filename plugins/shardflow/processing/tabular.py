@@ -79,6 +79,7 @@ def open_batches(
     input_format: str,
     rows: int,
     as_text: Callable[[pa.Schema], dict[str, pa.DataType] | None] | None = None,
+    row_groups: tuple[int, int] | None = None,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The file's schema and its rows in batches of at most ``rows``, read as they are consumed.
 
@@ -86,10 +87,12 @@ def open_batches(
         it is, or the columns to read as text. Then the file is opened again, those columns typed
         as text and the strings pandas.read_csv takes for missing read as nulls, so the batches
         make the DataFrame pandas would read.
+    :param row_groups: a Parquet file's ``(first, count)`` row groups, the only ones read.
     """
     if input_format == "parquet":
         parquet = pq.ParquetFile(path, buffer_size=_PAGE_BUFFER, pre_buffer=False)
-        return parquet.schema_arrow, parquet.iter_batches(batch_size=rows, use_threads=False)
+        chosen = None if row_groups is None else range(row_groups[0], row_groups[0] + row_groups[1])
+        return parquet.schema_arrow, parquet.iter_batches(batch_size=rows, row_groups=chosen, use_threads=False)
     compression = "gzip" if input_format.endswith(".gz") else None
     stream = pa.input_stream(str(path), compression=compression)
     reader: Any

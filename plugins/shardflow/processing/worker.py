@@ -195,10 +195,14 @@ class _Owner:
         writer: AtomicWriter | None = None
         try:
             with _blame(ErrorKind.INPUT):
-                name = output_name(task.relative, settings.input_format, settings.output_format)
+                name = task.output or output_name(task.relative, settings.input_format, settings.output_format)
                 writer = AtomicWriter(settings.output_dir / name, settings.output_format, metadata=settings.metadata)
                 schema, stream = open_batches(
-                    Path(task.path), settings.input_format, settings.batch_rows, predictor.text_columns
+                    Path(task.path),
+                    settings.input_format,
+                    settings.batch_rows,
+                    predictor.text_columns,
+                    row_groups=task.row_groups,
                 )
                 # An empty text file has no columns to check (and no rows to predict).
                 layout = predictor.check_columns(schema, task.relative) if len(schema) else np.dtype(np.float64).str
