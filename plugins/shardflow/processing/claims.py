@@ -152,8 +152,9 @@ class UnitClaims:
         self._candidates = sorted((u for u in units if u.claimable(self.attempt, now)), key=lambda u: -u.size)
         # Settled: no unit may be claimed again in this attempt (none open, none leased).
         self._settled = all(_settled(u, self.attempt, now) for u in units)
-        # Look again every few seconds, or when the first lease held elsewhere may run out.
-        wait = min(5.0, max(1.0, self.lease_seconds / 4))
+        # Look again in a second (an idle instance ends only once it sees every unit settled, and
+        # the job ends with its last instance), or when the first lease held elsewhere runs out.
+        wait = 1.0
         leases = [u.lease_until for u in units if u.state is UnitState.LEASED and u.lease_until]
         if leases:
             wait = min(wait, max(0.5, min(leases) - now + 0.1))
