@@ -12,17 +12,24 @@ the first test holds that rule to moto's own verdicts wherever moto can judge.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 from boto3.exceptions import S3UploadFailedError
-from support.iam_policy import Decision, evaluate
+from support.iam_policy import Decision, dynamodb_requests, evaluate
+from support.models import paced_model_bytes
+from support.records import sample_job_spec
 from support.stack import (
     Stack,
     airflow_role,
@@ -31,12 +38,21 @@ from support.stack import (
     enforce_iam,
     role_policies,
     session,
+    table_stand_in,
     unique_parameters,
 )
 
+from shardflow.aws.jobstore import JobStore
 from shardflow.aws.s3 import S3ObjectStore
 from shardflow.compute.local_runner import download_inputs, upload_outputs
+from shardflow.compute.sagemaker_request import container_arguments
+from shardflow.contract import ENV_CONFIG_DIR, ENV_PROCESSING_JOB, INPUT_DIR, OUTPUT_DIR
+from shardflow.core.invocation import container_model_path
+from shardflow.core.ports import ProcessingRequest
+from shardflow.core.prepare import prepare_job
+from shardflow.core.record import JobStatus
 from shardflow.core.s3uri import S3Uri
+from shardflow.core.units import UnitState
 from shardflow.errors import AccessDenied
 from shardflow.local.demo_data import demo_dataset, train_demo_model, upload_dataset
 from shardflow.local.moto import aws_environment, moto_server
@@ -58,6 +74,8 @@ class Deployed:
     other_bucket: str
     model: bytes
     policies: dict[str, list[dict]]  # role ARN -> its policy documents, as IAM holds them
+    table: dict[str, str]  # credentials moto lets make any DynamoDB call (it judges none by table)
+    paced_model: bytes  # under ModelUri paced/model.joblib: slow enough for a lease to be renewed
 
     def documents(self, role_arn: str) -> list[dict]:
         return self.policies[role_arn]
@@ -82,11 +100,13 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         other = f"other-{uuid.uuid4().hex[:10]}"
         s3.create_bucket(Bucket=other)
         s3.put_object(Bucket=other, Key="events/a.parquet", Body=b"not yours")
+        paced = seed_dynamic_job(s3, stack)
         role = airflow_role(stack)
         roles = [stack["ProcessingRoleArn"], plain["ProcessingRoleArn"], role]
         policies = {arn: role_policies(arn.rsplit("/", 1)[1]) for arn in roles}
+        table = assume(table_stand_in(stack))
         deployed = Deployed(
-            stack, plain, assume(stack["ProcessingRoleArn"]), assume(role), role, other, model, policies
+            stack, plain, assume(stack["ProcessingRoleArn"]), assume(role), role, other, model, policies, table, paced
         )
         enforce_iam(server.endpoint_url)
         try:
@@ -184,7 +204,7 @@ def table_arn(name: str) -> str:
 
 def test_processing_role_privilege_on_the_job_table_items_only(deployed):
     documents, table = deployed.documents(deployed.stack["ProcessingRoleArn"]), deployed.stack["JobTableName"]
-    for action in ("GetItem", "PutItem", "UpdateItem", "BatchWriteItem", "ConditionCheckItem", "Query"):
+    for action in ("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "BatchWriteItem", "ConditionCheckItem", "Query"):
         assert evaluate(documents, f"dynamodb:{action}", table_arn(table)) is Decision.ALLOWED, action
         assert evaluate(documents, f"dynamodb:{action}", table_arn("another-table")) is Decision.IMPLICIT_DENY
     for action in ("DeleteTable", "UpdateTable", "CreateTable", "DeleteItem", "Scan", "UpdateTimeToLive"):
@@ -251,3 +271,125 @@ def test_processing_role_privilege_follows_the_output_prefix_parameter(deployed)
     assert plain["OutputUri"] == f"s3://{bucket}/scores/"
     assert evaluate(documents, "s3:PutObject", f"arn:aws:s3:::{bucket}/scores/p/x.parquet") is Decision.ALLOWED
     assert evaluate(documents, "s3:PutObject", f"arn:aws:s3:::{bucket}/predictions/x") is Decision.IMPLICIT_DENY
+
+
+# --- a dynamic job: the instances claim units and read and write S3 themselves ----------------
+
+DYNAMIC = "dt=2026-03-11"
+
+
+def seed_dynamic_job(s3, stack: Stack) -> bytes:
+    """A dynamic job's inputs (an object of four row groups, to be split, and a small one) and a
+    model slow enough that an instance holds a unit across a lease renewal; returns the model."""
+    buffer = io.BytesIO()
+    pq.write_table(demo_dataset((2_000,))["part-0000.parquet"], buffer, row_group_size=500)
+    big = uri(stack["InputUri"], DYNAMIC, "big.parquet")
+    s3.put_object(Bucket=big.bucket, Key=big.key, Body=buffer.getvalue())
+    upload_dataset(s3, str(uri(stack["InputUri"], DYNAMIC).as_prefix()), demo_dataset((100,)))
+    model = paced_model_bytes(0.7)
+    where = uri(stack["ModelUri"], "paced", "model.joblib")
+    s3.put_object(Bucket=where.bucket, Key=where.key, Body=model)
+    return model
+
+
+def noting(client, calls: list) -> Any:
+    client.meta.events.register("provide-client-params", lambda params, model, **_: calls.append((model.name, params)))
+    return client
+
+
+def judged(documents: list[dict], calls) -> dict[tuple[str, str], Decision]:
+    """IAM's decision on every action and table of the DynamoDB calls."""
+    arns = f"arn:aws:dynamodb:{REGION_ACCOUNT}:table/"
+    return {
+        pair: evaluate(documents, *pair)
+        for operation, params in calls
+        for pair in dynamodb_requests(operation, params, arns)
+    }
+
+
+def test_dynamic_job_privilege_prepare_and_the_instance_claiming_and_staging_its_units(deployed, tmp_path):
+    """Prepare as the Airflow principal, then one instance of the attempt as the processing role:
+    it claims each unit, renews its lease, reads the unit from the inputs (ranged reads of a split
+    object), uploads its output to staging and records it done. S3 is judged by moto; every
+    DynamoDB call is judged by the role's own policy."""
+    stack, table = deployed.stack, deployed.stack["JobTableName"]
+    airflow_s3 = session(deployed.airflow).client("s3")
+    airflow_calls: list = []
+    airflow_store = JobStore(noting(session(deployed.table).client("dynamodb"), airflow_calls), table)
+    job = sample_job_spec(
+        f"privilege-{uuid.uuid4().hex[:8]}",
+        stack["DataBucketName"],
+        backend="sagemaker",
+        model_uri=str(uri(stack["ModelUri"], "paced", "model.joblib")),
+        model_sha256=hashlib.sha256(deployed.paced_model).hexdigest(),
+        input_prefix=str(uri(stack["InputUri"], DYNAMIC).as_prefix()),
+        output_prefix=str(uri(stack["OutputUri"], "dynamic", DYNAMIC).as_prefix()),
+        instance_count=1,
+        distribution="dynamic",
+        split_objects=True,
+        lease_seconds=5,
+        max_attempts=1,
+    )
+    record = prepare_job(job, airflow_store, S3ObjectStore(airflow_s3))
+    units = airflow_store.list_units(record.job_id)
+    assert record.distribution == "dynamic" and len(units) >= 3 and max(u.parts for u in units) > 1
+    name = f"{record.job_id}-a1"
+    record = airflow_store.transition(record, JobStatus.SUBMITTED, attempt=1, processing_jobs=[name])
+    keys = tuple(f"{S3Uri.parse(job.input.prefix).key}{f.key}" for f in airflow_store.list_files(record.job_id))
+    request = ProcessingRequest.for_attempt(
+        record.job, job_id=record.job_id, job_table=table, attempt=1, job_name=name, input_keys=keys, units=len(units)
+    )
+
+    # SageMaker's part as the processing role: the model input (there is no data input).
+    processing_s3 = session(deployed.processing).client("s3")
+    model_path = tmp_path / "model" / "model.joblib"
+    model_path.parent.mkdir()
+    processing_s3.download_file(S3Uri.parse(job.model.uri).bucket, S3Uri.parse(job.model.uri).key, str(model_path))
+    local = {INPUT_DIR: str(tmp_path / "input"), OUTPUT_DIR: str(tmp_path / "output")}
+    local[container_model_path(request.artifact)] = str(model_path)
+    argv = [local.get(a, a) for a in container_arguments(request)] + ["--workers", "1"]
+    assert "--claim-units" in argv
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "resourceconfig.json").write_text('{"current_host": "algo-1", "hosts": ["algo-1"]}')
+    environment = {**os.environ, **deployed.processing, **request.environment()}
+    environment |= {f"TABLE_{k.removeprefix('AWS_')}": v for k, v in deployed.table.items()}
+    environment |= {ENV_CONFIG_DIR: str(tmp_path / "config"), ENV_PROCESSING_JOB: name}
+    environment["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), environment.get("PYTHONPATH", "")])
+    calls_file = tmp_path / "calls.jsonl"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "support" / "noted_instance.py"), str(calls_file), *argv],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    # Every unit was done by the instance, its output staged under its claim token.
+    done = airflow_store.list_units(record.job_id)
+    assert [u.state for u in done] == [UnitState.DONE] * len(units), run.stderr[-3000:]
+    staging = uri(job.output.prefix, "_staging", record.job_id).as_prefix()
+    staged = {o.key.removeprefix(staging.key) for o in S3ObjectStore(airflow_s3).list(staging)}
+    assert {u.staged for u in done} <= staged
+    assert all(str(u.staged).startswith(f"attempt-1/_units/{u.token}/") for u in done)
+
+    calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
+    table_calls = [(c["operation"], c["params"]) for c in calls if c["service"] == "dynamodb"]
+    decisions = judged(deployed.documents(stack["ProcessingRoleArn"]), table_calls)
+    assert {pair for pair, d in decisions.items() if d is not Decision.ALLOWED} == set()
+    actions = {action.removeprefix("dynamodb:") for action, _ in decisions}
+    # claims and results (transactions), renewals, the unit list and a split object's parts
+    assert {"ConditionCheckItem", "UpdateItem", "PutItem", "Query", "BatchGetItem"} <= actions
+    renewals = [
+        p for op, p in table_calls if op == "UpdateItem" and p["UpdateExpression"] == "SET lease_until = :until"
+    ]
+    assert renewals, "no lease was renewed"
+    s3_calls = [(c["operation"], c["params"]) for c in calls if c["service"] == "s3"]
+    assert any(op == "GetObject" and p.get("Range") for op, p in s3_calls), "no ranged read of a split object"
+    puts = [p["Key"] for op, p in s3_calls if op in ("PutObject", "CreateMultipartUpload")]
+    assert puts and all(k.startswith(f"{staging.key}attempt-1/_units/") for k in puts), puts
+
+    # Prepare and the unit list publish reads, as the Airflow principal.
+    airflow = judged(deployed.documents(deployed.airflow_role), airflow_calls)
+    assert {pair for pair, d in airflow.items() if d is not Decision.ALLOWED} == set()
+    assert {"BatchWriteItem", "Query"} <= {action.removeprefix("dynamodb:") for action, _ in airflow}

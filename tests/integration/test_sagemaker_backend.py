@@ -144,6 +144,61 @@ def test_the_job_created_on_the_server_is_the_one_the_spec_asks_for(aws, job_req
     assert backend.describe(job_request.job_name).state is ProcessingState.COMPLETED
 
 
+def test_a_dynamic_job_is_created_without_a_data_input_and_its_instances_claim_units(aws, s3, bucket, job_request):
+    # A marker beside the inputs would need a manifest if sharded: a dynamic job reads no prefix.
+    s3.put_object(Bucket=bucket, Key="events/dt=2026-01-01/_SUCCESS", Body=b"")
+    dynamic = job_request.job.model_copy(
+        update={"compute": job_request.job.compute.model_copy(update={"distribution": "dynamic", "instance_count": 6})}
+    )
+    request = ProcessingRequest.for_attempt(
+        dynamic,
+        job_id=job_request.job_id,
+        job_table="shardflow-jobs",
+        attempt=2,
+        job_name=job_request.job_name.replace("-a1", "-a2"),
+        input_keys=job_request.input_keys,
+        units=5,  # more units than objects: a split object's row groups
+    )
+    assert request.dynamic and request.instance_count == 5
+    backend = SageMakerBackend(region_name="us-east-1")
+    sent = sent_bodies(backend.sagemaker, "CreateProcessingJob")
+    s3_calls: list[str] = []
+    backend.s3.meta.events.register("before-send.s3", lambda request, **_: s3_calls.append(request.url))
+    backend.submit(request)
+
+    job = backend.sagemaker.describe_processing_job(ProcessingJobName=request.job_name)
+    (model,) = job["ProcessingInputs"]  # no "data" input: the instances fetch their units themselves
+    assert model["InputName"] == "model" and model["S3Input"]["S3Uri"] == dynamic.model.uri
+    arguments = job["AppSpecification"]["ContainerArguments"]
+    assert "--claim-units" in arguments
+    assert arguments[arguments.index("--input-dir") + 1] == "/opt/ml/processing/input/data"  # the units' folder
+    (output,) = job["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["S3Uri"] == f"{dynamic.output.prefix}_staging/{request.job_id}/attempt-2/"
+    assert s3_calls == []  # neither a listing of the prefix nor an input manifest
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"scores/dt=2026-01-01/_staging/{request.job_id}/").get(
+        "KeyCount"
+    )
+    # moto keeps neither the cluster nor the environment: read them from the request that was sent.
+    (body,) = sent
+    assert body["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 5
+    assert body["Environment"] == {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SHARDFLOW_HEARTBEAT_SECONDS": "30",
+        "SHARDFLOW_JOB_ID": request.job_id,
+        "SHARDFLOW_JOB_TABLE": "shardflow-jobs",
+        "SHARDFLOW_ATTEMPT": "2",
+    }
+
+
+def test_a_dynamic_job_with_more_instances_than_units_is_refused_before_anything_is_sent():
+    backend, sm_stub, s3_stub, _ = stubbed()
+    request = replace(offline_request(distribution="dynamic", instance_count=2), units=1)
+    with pytest.raises(InvalidProcessingRequest, match=r"compute.instance_count: 2 instances for 1 work unit"):
+        backend.submit(request)
+    sm_stub.assert_no_pending_responses()
+    s3_stub.assert_no_pending_responses()
+
+
 def test_a_resubmission_reads_a_manifest_of_just_its_files(aws, s3, bucket, job_request):
     backend = SageMakerBackend(region_name="us-east-1")
     name = job_request.job_name.replace("-a1", "-a2")

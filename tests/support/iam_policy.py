@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
-__all__ = ["Decision", "evaluate"]
+__all__ = ["Decision", "dynamodb_requests", "evaluate"]
 
 
 class Decision(Enum):
@@ -110,3 +110,35 @@ def evaluate(
                     return Decision.EXPLICIT_DENY
                 allowed = True
     return Decision.ALLOWED if allowed else Decision.IMPLICIT_DENY
+
+
+#: The IAM action of each item of a DynamoDB transaction: a transaction has no action of its own.
+_TRANSACTION_ITEMS = {
+    "ConditionCheck": "ConditionCheckItem",
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "Get": "GetItem",
+}
+
+
+def dynamodb_requests(operation: str, params: Mapping[str, Any], table_arns: str) -> list[tuple[str, str]]:
+    """The (action, resource) pairs IAM checks for one DynamoDB call: each item of a transaction
+    as its own action, each table of a batch, and an index as ``<table>/index/<name>``.
+
+    :param operation: the API operation, as botocore names it (``TransactWriteItems``).
+    :param params: the call's parameters.
+    :param table_arns: the ARN of a table without its name (``arn:aws:dynamodb:<region>:<account>:table/``).
+    """
+    if operation in ("TransactWriteItems", "TransactGetItems"):
+        return [
+            (f"dynamodb:{_TRANSACTION_ITEMS[kind]}", table_arns + body["TableName"])
+            for item in params["TransactItems"]
+            for kind, body in item.items()
+        ]
+    if operation in ("BatchGetItem", "BatchWriteItem"):
+        return [(f"dynamodb:{operation}", table_arns + table) for table in params["RequestItems"]]
+    resource = table_arns + params["TableName"]
+    if params.get("IndexName"):
+        resource += f"/index/{params['IndexName']}"
+    return [(f"dynamodb:{operation}", resource)]

@@ -125,3 +125,23 @@ def enforce_iam(endpoint_url: str, enabled: bool = True) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["status"] == "ok"
+
+
+def table_stand_in(stack: Stack) -> str:
+    """A role moto lets make every DynamoDB call, to make a role's calls in its stead: moto judges
+    DynamoDB requests against no table, so a role scoped to its table is refused them all. The
+    caller judges each call it makes against the role's own documents
+    (``support.iam_policy.dynamodb_requests``)."""
+    iam = boto3.client("iam")
+    name = f"{stack.parameters['Environment']}-table-stand-in"
+    trust = {"Effect": "Allow", "Principal": {"AWS": ACCOUNT_ROOT}, "Action": "sts:AssumeRole"}
+    arn = iam.create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [trust]})
+    )["Role"]["Arn"]
+    anything = {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}
+    iam.put_role_policy(
+        RoleName=name,
+        PolicyName="any-dynamodb-call",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [anything]}),
+    )
+    return str(arn)

@@ -272,3 +272,52 @@ def test_dynamic_a_stale_claims_result_is_refused_and_the_new_claim_is_recorded(
     assert stored.state is UnitState.LEASED and stored.token == "new"
     (file,) = [f for f in job_store.list_files(record.job_id) if f.key == unit.key]
     assert file.status is FileStatus.PENDING
+
+
+def test_dynamic_fields_are_new_in_version_2_and_a_version_1_record_reads_as_sharded():
+    from shardflow.aws.job_items import job_from_item, job_item
+    from shardflow.core.record import JobRecord
+    from shardflow.errors import ShardflowError
+
+    spec = sample_job_spec(distribution="dynamic", lease_seconds=30)
+    assert spec.version == 2
+    old = spec.model_dump(mode="json")
+    old["version"] = 1
+    for field in ("distribution", "split_objects", "lease_seconds"):
+        del old["compute"][field]
+    item = job_item(JobRecord(job_id="j-1", job=spec))
+    item["job"] = {"M": job_item(JobRecord(job_id="j-1", job=spec))["job"]["M"] | {"version": {"N": "1"}}}
+    item["job"]["M"]["compute"]["M"] = {
+        k: v for k, v in item["job"]["M"]["compute"]["M"].items() if k in old["compute"]
+    }
+    read = job_from_item(item)
+    assert read.job.version == 1 and read.job.compute.distribution == "sharded" and not read.dynamic
+    item["job"]["M"]["version"] = {"N": "3"}
+    with pytest.raises(
+        ShardflowError, match="written with job description version 3; this Shardflow reads versions 1, 2"
+    ):
+        job_from_item(item)
+
+
+def test_dynamic_a_resubmission_asks_instances_only_for_the_units_left(
+    object_store, job_store, backend, prepared, tables
+):
+    _, body = parquet(4_000, 250)
+    object_store.put(INPUT.join("zz/big.parquet"), body)
+    record = prepared(distribution="dynamic", split_objects=True, instance_count=4, run_id="manual__retry")
+    record = submit_job(record.job_id, job_store, backend)
+    units = job_store.list_units(record.job_id)
+    big = [u for u in units if u.key == "zz/big.parquet"]
+    # Every unit done but the split file's last part; that file has no result yet.
+    for unit in units:
+        if unit.index != big[-1].index:
+            job_store._units[record.job_id][unit.index] = replace(unit, state=UnitState.DONE)
+    done = [replace(f, status=FileStatus.SUCCEEDED) for f in job_store.list_files(record.job_id) if f.key in tables]
+    job_store.record_file_results(record.job_id, done, attempt=1)
+    record = job_store.transition(job_store.get_job(record.job_id), JobStatus.FAILED, error="one part lost")
+
+    record = submit_job(record.job_id, job_store, backend)
+
+    request = backend.requests[-1]
+    assert [k.rsplit("/", 1)[-1] for k in request.input_keys] == ["big.parquet"]
+    assert request.units == 1 and request.instance_count == 1 and record.attempts[-1].instance_count == 1

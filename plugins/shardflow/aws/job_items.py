@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from shardflow.aws.job_queries import JOB_KIND
 from shardflow.core.artifact import ModelArtifact
-from shardflow.core.job import JOB_SPEC_VERSION, JobSpec
+from shardflow.core.job import READABLE_JOB_SPEC_VERSIONS, JobSpec
 from shardflow.core.record import AttemptRecord, ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, utcnow
 from shardflow.errors import ShardflowError
 
@@ -93,10 +93,11 @@ def job_from_item(item: Mapping[str, Any]) -> JobRecord:
     """Decode a job item as returned by a low-level DynamoDB client (sync or async)."""
     values = {k: v for k, v in _from_item(item).items() if k in JOB_FIELDS}
     job = values.get("job") or {}
-    if job.get("version") != JOB_SPEC_VERSION:
+    if job.get("version") not in READABLE_JOB_SPEC_VERSIONS:
         raise ShardflowError(
             f"job {values.get('job_id')!r} was written with job description version {job.get('version')!r}; "
-            f"this Shardflow reads version {JOB_SPEC_VERSION}: run the Shardflow version that wrote it"
+            f"this Shardflow reads versions {', '.join(map(str, READABLE_JOB_SPEC_VERSIONS))}: "
+            "run the Shardflow version that wrote it"
         )
     try:
         values["job"] = JobSpec.model_validate(job)

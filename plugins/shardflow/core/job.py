@@ -22,6 +22,7 @@ from shardflow.core.strict import Strict
 __all__ = [
     "INSTANCE_TYPE",
     "JOB_SPEC_VERSION",
+    "READABLE_JOB_SPEC_VERSIONS",
     "ComputeSpec",
     "JobInput",
     "JobOutput",
@@ -32,7 +33,10 @@ __all__ = [
 ]
 
 #: Bumped when a stored job description changes shape; a record of another version is refused.
-JOB_SPEC_VERSION: Literal[1] = 1
+JOB_SPEC_VERSION: Literal[2] = 2
+#: The versions this code reads: 1 lacks compute.distribution, split_objects and lease_seconds
+#: (read as sharded); code that reads only 1 refuses a version-2 record by name.
+READABLE_JOB_SPEC_VERSIONS = (1, 2)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: SageMaker's instance type form, ``ml.<family>.<size>``.
 INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
@@ -260,7 +264,7 @@ class JobSpec(Strict):
         spec asks for 30 s at least; tests of a lost heartbeat use less).
     """
 
-    version: Literal[1] = JOB_SPEC_VERSION
+    version: Literal[1, 2] = JOB_SPEC_VERSION
     pipeline: str
     dag_id: str
     run_id: str

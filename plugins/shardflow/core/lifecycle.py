@@ -16,6 +16,7 @@ from shardflow.core.ports import ComputeBackend, JobStorePort, ObjectStore, Proc
 from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, parse_time
 from shardflow.core.s3uri import S3Uri
 from shardflow.core.staging import attempt_of, job_staging
+from shardflow.core.units import UnitState
 from shardflow.errors import JobFailed, ProcessingJobExists, ProcessingRequestRefused
 
 __all__ = [
@@ -32,23 +33,28 @@ __all__ = [
 ]
 
 
-def _request(record: JobRecord, name: str, files: Sequence[FileRecord], table: str) -> ProcessingRequest:
+def _request(store: JobStorePort, record: JobRecord, name: str, files: Sequence[FileRecord]) -> ProcessingRequest:
     prefix = S3Uri.parse(record.input_prefix)
     return ProcessingRequest.for_attempt(
         record.job,
         job_id=record.job_id,
-        job_table=table,
+        job_table=store.table,
         attempt=record.attempt,
         job_name=name,
         input_keys=tuple(prefix.key + f.key for f in files),
         model=record.artifact,
-        units=sum(f.parts for f in files) if record.dynamic else 0,
+        units=_units_left(store, record, files),
     )
 
 
-def _instances(record: JobRecord, files: Sequence[FileRecord]) -> int:
-    """The instances an attempt over ``files`` gets (dynamic: as many as it has units, at most)."""
-    return record.job.compute.instances_for(sum(f.parts for f in files) if record.dynamic else len(files))
+def _units_left(store: JobStorePort, record: JobRecord, files: Sequence[FileRecord]) -> int:
+    """A dynamic job's units the attempt over ``files`` may claim (those not done: a split file
+    whose other parts succeeded needs instances only for the rest); 0 for a sharded job."""
+    if not record.dynamic:
+        return 0
+    keys = {f.key for f in files}
+    left = sum(1 for u in store.list_units(record.job_id) if u.key in keys and u.state is not UnitState.DONE)
+    return max(1, left)
 
 
 def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> JobRecord:
@@ -69,7 +75,7 @@ def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> Job
         assert name is not None
         if backend.describe(name) is None:  # recorded, but the task died before starting it
             files = [f for f in store.list_files(job_id) if f.retryable]
-            _start(store, backend, record, _request(record, name, files, store.table))
+            _start(store, backend, record, _request(store, record, name, files))
         return record
     if record.status is JobStatus.CANCELLED:
         raise JobFailed(f"job {job_id} was cancelled")
@@ -81,19 +87,20 @@ def submit_job(job_id: str, store: JobStorePort, backend: ComputeBackend) -> Job
         raise JobFailed(failure_message(record, all_files))
     attempt = record.attempt + 1
     name = processing_job_name(job_id, attempt)
+    units = _units_left(store, record, files)
     record = store.transition(
         record,
         JobStatus.SUBMITTED,
         attempt=attempt,
         processing_jobs=[*record.processing_jobs, name],
         attempt_files=len(files),
-        attempt_instances=_instances(record, files),
+        attempt_instances=record.job.compute.instances_for(units or len(files)),
         progress_files=0,
         progress_rows=0,
         heartbeat_at=None,
         error=None,
     )
-    _start(store, backend, record, _request(record, name, files, store.table))
+    _start(store, backend, record, _request(store, record, name, files))
     return record
 
 

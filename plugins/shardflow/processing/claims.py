@@ -113,6 +113,7 @@ class UnitClaims:
         self._settled = False
         self._fenced = False
         self._next_list = 0.0
+        self._missed = 0  # claims lost in a row since the unit list was read
         self._held: dict[str, WorkUnit] = {}  # by task label
         self._lock = threading.Lock()
         self._results = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unit-result")
@@ -132,22 +133,22 @@ class UnitClaims:
 
     def take(self) -> FileTask | None:
         """The next unit to predict, claimed and fetched; ``None`` when there is none now (ask again)."""
-        if self._fenced:
-            return None
-        for listed in (False, True):
-            if listed:
-                if time.time() < self._next_list:
-                    return None
-                self._list()
-            while self._candidates and not self._fenced:
+        for _ in range(2):
+            # Down the list, biggest first, until two claims in a row were lost to other instances:
+            # then the list is stale and is read again rather than tried unit by unit.
+            while self._candidates and not self._fenced and self._missed < 2:
                 task = self._claim(self._candidates.pop(0))
                 if task is not None:
                     return task
+            if self._fenced or (self._missed < 2 and time.time() < self._next_list):
+                return None
+            self._list()
         return None
 
     def _list(self) -> None:
         units = self.store.list_units(self.job_id)
         self.stats.lists += 1
+        self._missed = 0
         now = time.time()
         self._candidates = sorted((u for u in units if u.claimable(self.attempt, now)), key=lambda u: -u.size)
         # Settled: no unit may be claimed again in this attempt (none open, none leased).
@@ -181,7 +182,9 @@ class UnitClaims:
             return None
         if answer is Claim.TAKEN:
             self.stats.taken += 1
+            self._missed += 1
             return None
+        self._missed = 0
         unit = replace(unit, state=UnitState.LEASED, attempt=self.attempt, token=token, host=self.host)
         output = part_output(output_name(unit.key, self.input_format, self.output_format), unit.part, unit.parts)
         unit = replace(unit, output=output)
