@@ -131,6 +131,9 @@ def test_dynamic_distribution_reclaims_a_killed_instances_unit_in_the_same_attem
 
     final = store.get_job(record.job_id)
     assert final.status is JobStatus.SUCCEEDED and final.attempt == 1
+    # Progress is counted in the same write as each result: the killed instance's finished units count.
+    assert final.attempts[0].files_done == len(tables)
+    assert final.attempts[0].rows == sum(t.num_rows for t in tables.values())
     retaken = {u.index: u for u in store.list_units(record.job_id)}[held[0].index]
     assert retaken.state is UnitState.DONE and retaken.host == "algo-1" and retaken.claims == 2
     assert time.monotonic() - killed >= 5  # the lease had to run out first

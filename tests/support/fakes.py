@@ -192,6 +192,7 @@ class InMemoryJobStore:
             self._units[job_id][unit.index] = replace(unit, lease_until=None, claims=stored.claims)
             if file is not None:
                 self._files[job_id][file.key] = file
+            self._count(job_id, file, unit.rows)
             return Claim.OK
 
     def record_split_file(self, job_id: str, attempt: int, file: FileRecord) -> Claim:
@@ -201,7 +202,16 @@ class InMemoryJobStore:
             if not self._may_record(job_id, file):
                 return Claim.TAKEN
             self._files[job_id][file.key] = file
+            self._count(job_id, file, 0)
             return Claim.OK
+
+    def _count(self, job_id: str, file: FileRecord | None, rows: int) -> None:
+        """A result adds to the attempt's progress in the same write, as the DynamoDB store's does."""
+        succeeded = file is not None and file.status is FileStatus.SUCCEEDED
+        record = self._jobs[job_id]
+        self._jobs[job_id] = replace(
+            record, progress_files=record.progress_files + succeeded, progress_rows=record.progress_rows + rows
+        )
 
     def _may_record(self, job_id: str, file: FileRecord) -> bool:
         stored = self._files.get(job_id, {}).get(file.key)

@@ -21,7 +21,14 @@ from shardflow.airflow.operators import (
 from shardflow.airflow.policy import ADHOC_DAG_ID
 from shardflow.airflow.sensors import JobSensor
 from shardflow.contract import INPUT_FORMATS, MAX_INSTANCES, MAX_RUNTIME_SECONDS, OUTPUT_FORMATS
-from shardflow.core.job import MODEL_PACKAGE_GROUP, TRAINING_JOB_NAME, JobSpec, RegistryModel, RetrySpec
+from shardflow.core.job import (
+    MODEL_PACKAGE_GROUP,
+    TRAINING_JOB_NAME,
+    ComputeSpec,
+    JobSpec,
+    RegistryModel,
+    RetrySpec,
+)
 from shardflow.spec.jobs import job_for_run, spec_from_form
 from shardflow.spec.quotas import default_instance_type
 from shardflow.spec.settings import Settings
@@ -119,6 +126,24 @@ def adhoc_params(settings: Settings) -> dict[str, Param]:
             description="instances; each predicts its share of the input objects",
             minimum=1,
             maximum=max(quotas.values(), default=MAX_INSTANCES),
+        ),
+        # Checked together by the spec when the run prepares (split_objects needs dynamic or auto):
+        # a form's schema checks each field alone.
+        "distribution": Param(
+            "sharded",
+            type="string",
+            title="Distribution",
+            description="sharded: each instance gets its share of the input objects up front; dynamic: "
+            "instances claim objects one at a time, biggest first, until none is left; auto: dynamic when "
+            "the shares would be uneven",
+            enum=list(get_args(ComputeSpec.model_fields["distribution"].annotation)),
+        ),
+        "split_objects": Param(
+            False,
+            type="boolean",
+            title="Split Parquet objects",
+            description="with distribution dynamic or auto and Parquet input: cut a big object at its row "
+            "groups so several instances share it (its output becomes <name>.part-NNNNN.parquet)",
         ),
         "max_runtime_seconds": Param(
             3600, type="integer", title="Max runtime (seconds)", minimum=60, maximum=MAX_RUNTIME_SECONDS

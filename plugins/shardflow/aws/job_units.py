@@ -93,20 +93,26 @@ def unit_from_item(item: Mapping[str, Any]) -> WorkUnit:
     return WorkUnit(**values)
 
 
-def _fence(table: str, job_id: str, attempt: int) -> dict[str, Any]:
-    return {
-        "ConditionCheck": {
-            "TableName": table,
-            "Key": job_key(job_id),
-            "ConditionExpression": _CURRENT_ATTEMPT,
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {
-                ":attempt": {"N": str(attempt)},
-                ":submitted": {"S": str(JobStatus.SUBMITTED)},
-                ":running": {"S": str(JobStatus.RUNNING)},
-            },
-        }
+def _fence(table: str, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> dict[str, Any]:
+    """The attempt's fence on the job item; with ``files`` or ``rows``, it also adds them to the
+    attempt's progress, in the same transaction as the results they count (an instance that dies
+    later has counted everything it recorded)."""
+    condition: dict[str, Any] = {
+        "TableName": table,
+        "Key": job_key(job_id),
+        "ConditionExpression": _CURRENT_ATTEMPT,
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {
+            ":attempt": {"N": str(attempt)},
+            ":submitted": {"S": str(JobStatus.SUBMITTED)},
+            ":running": {"S": str(JobStatus.RUNNING)},
+        },
     }
+    if not (files or rows):
+        return {"ConditionCheck": condition}
+    condition["UpdateExpression"] = "ADD progress_files :files, progress_rows :rows"
+    condition["ExpressionAttributeValues"] |= {":files": {"N": str(files)}, ":rows": {"N": str(rows)}}
+    return {"Update": condition}
 
 
 class UnitMethods:
@@ -215,8 +221,9 @@ class UnitMethods:
 
     def finish_unit(self, job_id: str, attempt: int, unit: WorkUnit, file: FileRecord | None = None) -> Claim:
         """Record a claimed unit's result (``unit.state`` DONE or FAILED, with its output or error),
-        and with ``file`` its input's result, in one transaction: refused (``TAKEN``) when the
-        unit was claimed again since ``unit.token``'s claim, ``FENCED`` when the attempt is over."""
+        and with ``file`` its input's result, in one transaction that also adds them to the
+        attempt's progress: refused (``TAKEN``) when the unit was claimed again since
+        ``unit.token``'s claim, ``FENCED`` when the attempt is over."""
         assert unit.token is not None
         changes: dict[str, Any] = {
             "unit_state": str(unit.state),
@@ -236,8 +243,9 @@ class UnitMethods:
         values = {f":v{i}": value for i, value in enumerate(changes.values()) if value is not None}
         values |= {":token": unit.token, ":leased": str(UnitState.LEASED)}
         names |= {"#token": "unit_token", "#state": "unit_state"}
+        counted = 1 if file is not None and file.status is FileStatus.SUCCEEDED else 0
         actions = [
-            _fence(self.table, job_id, attempt),
+            _fence(self.table, job_id, attempt, files=counted, rows=unit.rows),
             {
                 "Update": {
                     "TableName": self.table,
@@ -256,7 +264,10 @@ class UnitMethods:
     def record_split_file(self, job_id: str, attempt: int, file: FileRecord) -> Claim:
         """Record the result of a split input once its parts have all settled (whoever finished
         the last part writes it; a second writer is refused as ``TAKEN``)."""
-        return self._units_transaction([_fence(self.table, job_id, attempt), self._file_put(job_id, file)])
+        counted = 1 if file.status is FileStatus.SUCCEEDED else 0
+        return self._units_transaction(
+            [_fence(self.table, job_id, attempt, files=counted), self._file_put(job_id, file)]
+        )
 
     def _file_put(self, job_id: str, file: FileRecord) -> dict[str, Any]:
         # A file's result is written once per attempt: never over a success.

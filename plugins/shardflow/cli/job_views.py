@@ -17,7 +17,15 @@ from rich.text import Text
 
 from shardflow.core.artifact import ModelArtifact
 from shardflow.core.record import FileRecord, FileStatus, JobRecord, JobStatus
-from shardflow.core.status_table import JobProgress, format_duration, job_progress
+from shardflow.core.status_table import (
+    JobProgress,
+    UnitsSummary,
+    distribution_text,
+    format_duration,
+    job_progress,
+    units_summary,
+)
+from shardflow.core.units import WorkUnit
 
 __all__ = [
     "STATUS_STYLES",
@@ -31,6 +39,7 @@ __all__ = [
     "progress_line",
     "status_text",
     "terminal",
+    "units_json",
 ]
 
 STATUS_STYLES = {
@@ -181,6 +190,7 @@ def _details(record: JobRecord) -> Table:
             f"{compute.backend}: {compute.instance_count} x {compute.instance_type}, "
             f"at most {format_duration(compute.max_runtime_seconds)} an attempt",
         ),
+        ("distribution", distribution_text(record)),
         ("progress", progress_line(record, bar_width=30)),
         ("created", _time(record.created_at) + " UTC"),
         ("started", _time(record.started_at) + (" UTC" if record.started_at else "")),
@@ -261,7 +271,7 @@ def _files(files: Sequence[FileRecord], limit: int) -> Table:
     for f in shown:
         table.add_row(
             Text(str(f.status), style=_FILE_STYLES[f.status]),
-            f.key,
+            f.key if f.parts == 1 else f"{f.key} ({f.parts} parts)",
             f"{f.rows:,}" if f.status is FileStatus.SUCCEEDED else "-",
             "-" if f.seconds is None else f"{f.seconds:.1f}",
             str(f.error_kind) if f.error_kind else "",
@@ -270,14 +280,31 @@ def _files(files: Sequence[FileRecord], limit: int) -> Table:
     return table
 
 
-def job_detail(record: JobRecord, files: Sequence[FileRecord], file_limit: int = 100) -> Group:
-    """Everything ``shardflow jobs show`` prints about one job."""
+def _units(summary: UnitsSummary) -> Group:
+    """A dynamic job's units: the count by state, then what each instance did."""
+    table = _table(
+        ("host", "units done", "rows", "busy s", "reclaimed"),
+        right=("units done", "rows", "busy s", "reclaimed"),
+        title="Units by instance",
+    )
+    for host in summary.hosts:
+        table.add_row(host.host, str(host.done), f"{host.rows:,}", f"{host.busy_seconds:.1f}", str(host.reclaimed))
+    return Group(Text(summary.text), table) if summary.hosts else Group(Text(summary.text))
+
+
+def job_detail(
+    record: JobRecord, files: Sequence[FileRecord], file_limit: int = 100, units: Sequence[WorkUnit] = ()
+) -> Group:
+    """Everything ``shardflow jobs show`` prints about one job; ``units`` are a dynamic job's
+    (``JobStore.list_units``)."""
     parts: list[RenderableType] = [headline(record), _details(record)]
     if record.processing_jobs:
         parts += ["", _attempts(record, files)]
         reasons = _attempt_reasons(record)
         if reasons is not None:
             parts.append(reasons)
+    if record.dynamic:
+        parts += ["", _units(units_summary(units))]
     if files:
         parts += ["", _files(files, file_limit)]
     return Group(*parts)
@@ -292,11 +319,23 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         status=str(record.status),
         pipeline=record.pipeline,
         max_attempts=record.max_attempts,
+        distribution=record.distribution or "sharded",  # a record from before the choice was sharded
         attempts=[{**asdict(a), "status": str(a.status) if a.status else None} for a in record.attempts],
     )
     progress = job_progress(record)
     values["progress"] = {**asdict(progress), "rows_per_second": progress.rows_per_second}
     return values
+
+
+def units_json(units: Sequence[WorkUnit]) -> dict[str, Any]:
+    """A dynamic job's units as ``jobs show`` counts them: by state, and per instance."""
+    summary = units_summary(units)
+    return {
+        "total": summary.total,
+        "states": summary.states,
+        "reclaimed": summary.reclaimed,
+        "hosts": [asdict(host) for host in summary.hosts],
+    }
 
 
 def file_json(record: FileRecord) -> dict[str, Any]:

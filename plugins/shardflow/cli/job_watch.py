@@ -17,7 +17,7 @@ from shardflow.cli.job_views import headline, job_json, progress_line, status_te
 from shardflow.core.lifecycle import retry_at
 from shardflow.core.ports import JobStorePort
 from shardflow.core.record import JobRecord, JobStatus
-from shardflow.core.status_table import format_duration, job_progress
+from shardflow.core.status_table import distribution_text, format_duration, job_progress
 
 __all__ = ["RESUBMIT_GRACE", "next_attempt_due", "watch_job"]
 
@@ -59,6 +59,8 @@ class _Watcher:
 
 def _view(record: JobRecord, due: datetime | None) -> RenderableType:
     parts: list[RenderableType] = [headline(record), progress_line(record)]
+    if record.dynamic:
+        parts.append(Text(f"distribution {distribution_text(record)}", style="dim"))
     if due is not None:
         parts.append(Text(f"attempt {record.attempt + 1} is due at {due:%H:%M:%S} UTC", style="dim"))
     return Group(*parts)

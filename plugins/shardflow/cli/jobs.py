@@ -116,15 +116,19 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from shardflow.cli.job_views import file_json, files_failed_first, job_detail, job_json, terminal
+    from shardflow.cli.job_views import file_json, files_failed_first, job_detail, job_json, terminal, units_json
 
     store = _store(args)
     record = _get_job(store, args)
     files = store.list_files(record.job_id)
+    units = store.list_units(record.job_id) if record.dynamic else []
     if args.json:
-        _print_json({"job": job_json(record), "files": [file_json(f) for f in files_failed_first(files)]})
+        files_json = [file_json(f) for f in files_failed_first(files)]
+        _print_json(
+            {"job": job_json(record), "files": files_json, "units": units_json(units) if record.dynamic else None}
+        )
     else:
-        terminal().print(job_detail(record, files, file_limit=args.files))
+        terminal().print(job_detail(record, files, file_limit=args.files, units=units))
     return 0
 
 

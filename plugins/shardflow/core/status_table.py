@@ -3,20 +3,25 @@ files done of total, rows, rows per second, duration; and the plain table the de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shardflow.core.record import FileRecord, FileStatus, JobRecord, parse_time
+from shardflow.core.units import AUTO_THRESHOLD, UnitState, WorkUnit
 
 __all__ = [
+    "HostUnits",
     "JobProgress",
     "Throughput",
+    "UnitsSummary",
+    "distribution_text",
     "format_duration",
     "format_jobs",
     "format_table",
     "job_progress",
     "throughput",
+    "units_summary",
 ]
 
 
@@ -162,3 +167,79 @@ def format_jobs(records: Sequence[JobRecord]) -> str:
             )
         )
     return format_table(header, rows)
+
+
+def distribution_text(record: JobRecord) -> str:
+    """How the job's inputs reach its instances, and why: ``dynamic (auto chose it: sharded
+    shares' predicted imbalance 1.42 > 1.10)``, ``sharded (predicted imbalance 1.05)``. A record
+    written before distribution was chosen (``None``) is sharded."""
+    chosen = record.distribution or "sharded"
+    imbalance = record.predicted_imbalance
+    if imbalance is None:
+        return chosen
+    if record.job.compute.distribution == "auto":
+        sign = ">" if chosen == "dynamic" else "<="
+        why = f"sharded shares' predicted imbalance {imbalance:.2f} {sign} {AUTO_THRESHOLD:.2f}"
+        return f"{chosen} (auto chose it: {why})"
+    return f"{chosen} (predicted imbalance {imbalance:.2f})"
+
+
+@dataclass(frozen=True)
+class HostUnits:
+    """What one instance did of a dynamic job's units (those it holds now, as last claimer).
+
+    :param done: units it finished; ``rows`` and ``busy_seconds`` (the units' own seconds) are theirs.
+    :param reclaimed: units it holds that were claimed more than once (taken over after a lease
+        ran out, or from an earlier attempt).
+    """
+
+    host: str
+    done: int
+    rows: int
+    busy_seconds: float
+    reclaimed: int
+
+
+@dataclass(frozen=True)
+class UnitsSummary:
+    """A dynamic job's units: how many in each state, and per instance what it did."""
+
+    total: int
+    states: dict[str, int]
+    reclaimed: int
+    hosts: tuple[HostUnits, ...]
+
+    @property
+    def text(self) -> str:
+        """``12 units: 10 done, 1 leased, 1 open; 2 reclaimed (claimed more than once)``."""
+        states = ", ".join(f"{count} {state}" for state, count in self.states.items() if count)
+        reclaimed = f"{self.reclaimed} reclaimed (claimed more than once)"
+        return f"{self.total} units" + (f": {states}" if states else "") + f"; {reclaimed}"
+
+
+def units_summary(units: Iterable[WorkUnit]) -> UnitsSummary:
+    """Count ``units`` (from ``JobStore.list_units``) by state, and by the host that holds each."""
+    units = list(units)
+    states = {str(state): sum(1 for u in units if u.state is state) for state in UnitState}
+    by_host: dict[str, list[WorkUnit]] = {}
+    for unit in units:
+        if unit.host:
+            by_host.setdefault(unit.host, []).append(unit)
+    hosts = tuple(
+        HostUnits(
+            host=host,
+            done=sum(1 for u in held if u.state is UnitState.DONE),
+            rows=sum(u.rows for u in held if u.state is UnitState.DONE),
+            busy_seconds=sum(u.seconds or 0.0 for u in held),
+            reclaimed=sum(1 for u in held if u.claims > 1),
+        )
+        for host, held in sorted(by_host.items())
+    )
+    # Done first: the order a person reads a job's units in.
+    order = [UnitState.DONE, UnitState.LEASED, UnitState.OPEN, UnitState.FAILED]
+    return UnitsSummary(
+        total=len(units),
+        states={str(state): states[str(state)] for state in order},
+        reclaimed=sum(1 for u in units if u.claims > 1),
+        hosts=hosts,
+    )

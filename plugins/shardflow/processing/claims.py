@@ -17,7 +17,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,7 +78,6 @@ class UnitClaims:
     :param work_dir: where fetched inputs wait for the workers (the instance's volume).
     :param output_dir: where the workers write outputs (each is deleted once uploaded).
     :param input_prefix: the job's input prefix; ``output_prefix`` its output prefix.
-    :param on_file: called with each input's result this instance recorded (progress).
     """
 
     def __init__(
@@ -98,7 +96,6 @@ class UnitClaims:
         input_format: str,
         output_format: str,
         lease_seconds: float,
-        on_file: Callable[[FileRecord], None] | None = None,
     ) -> None:
         self.store, self.objects = store, objects
         self.job_id, self.attempt, self.processing_job, self.host = job_id, attempt, processing_job, host
@@ -107,7 +104,6 @@ class UnitClaims:
         self.staging = job_staging(output_prefix, job_id)
         self.input_format, self.output_format = input_format, output_format
         self.lease_seconds = lease_seconds
-        self.on_file = on_file
         self.stats = ClaimStats()
         self._candidates: list[WorkUnit] = []
         self._settled = False
@@ -280,9 +276,7 @@ class UnitClaims:
         self.stats.units += 1
         self.stats.rows += done.rows
         self.stats.busy_seconds += done.seconds or 0.0
-        if whole:
-            self._report(file)
-        else:
+        if not whole:
             self._settle_split(done)
 
     def _settle_split(self, done: WorkUnit) -> None:
@@ -296,8 +290,7 @@ class UnitClaims:
             return
         file = self._file_result(parts)
         self.stats.results += 1
-        if self.store.record_split_file(self.job_id, self.attempt, file) is Claim.OK:
-            self._report(file)
+        self.store.record_split_file(self.job_id, self.attempt, file)  # a second finisher is refused
 
     def _file_result(self, parts: list[WorkUnit]) -> FileRecord:
         """An input's result from its units: succeeded when every part did (its rows added up,
@@ -318,10 +311,6 @@ class UnitClaims:
         kind = next((k for k in (ErrorKind.MODEL, ErrorKind.INPUT) if k in kinds), ErrorKind.TRANSIENT)
         error = failed[0].error if first.parts == 1 else f"{failed[0].label}: {failed[0].error}"
         return replace(base, status=FileStatus.FAILED, error=error, error_kind=kind)
-
-    def _report(self, file: FileRecord | None) -> None:
-        if file is not None and self.on_file is not None:
-            self.on_file(file)
 
     # -- leases --------------------------------------------------------------------------------
 

@@ -216,7 +216,6 @@ def _claims(
         input_format=args.input_format,
         output_format=args.output_format,
         lease_seconds=record.job.compute.lease_seconds,
-        on_file=reporter.file_recorded,
     )
 
 

@@ -33,6 +33,8 @@ FORM_FIELDS: dict[str, tuple[str, str]] = {
     "instance_type": ("compute", "instance_type"),
     "instance_count": ("compute", "instance_count"),
     "max_runtime_seconds": ("compute", "max_runtime_seconds"),
+    "distribution": ("compute", "distribution"),
+    "split_objects": ("compute", "split_objects"),
     "max_attempts": ("retries", "max_attempts"),
 }
 

@@ -28,6 +28,7 @@ from shardflow.core.lifecycle import stop_job
 from shardflow.core.orphans import settle_orphans
 from shardflow.core.record import JobRecord, JobStatus
 from shardflow.core.reruns import newest_job_of_run
+from shardflow.core.units import WorkUnit
 from shardflow.errors import JobNotFound, ShardflowError
 from shardflow.spec.jobs import ADHOC_PIPELINE
 from shardflow.spec.settings import Settings
@@ -63,6 +64,11 @@ def _job(job_id: str) -> JobRecord:
         return _hook().store.get_job(job_id)
     except JobNotFound:
         raise HTTPException(status_code=404, detail=f"no Shardflow job {job_id}") from None
+
+
+def _units(job: JobRecord) -> list[WorkUnit]:
+    """A dynamic job's units, for its page; a sharded job has none."""
+    return _hook().store.list_units(job.job_id) if job.dynamic else []
 
 
 def _settled(jobs: list[JobRecord]) -> list[JobRecord]:
@@ -124,7 +130,8 @@ def show_job(job_id: str, user: GetUserDep) -> str:
     (job,) = _settled([job])
     stoppable = job.status not in _ENDED
     stop_url = f"{quote(job_id)}/stop" if stoppable and _allowed(user, "PUT", job.job.dag_id) else None
-    return job_page(job, _hook().store.list_files(job_id), stop_url)
+    store = _hook().store
+    return job_page(job, store.list_files(job_id), stop_url, units=_units(job))
 
 
 @router.post("/jobs/{job_id}/stop", response_class=HTMLResponse)
@@ -138,7 +145,7 @@ def stop(job_id: str, user: GetUserDep, request: Request) -> HTMLResponse:
     hook = _hook()
     stopped = stop_job(job_id, hook.store, hook.backend(job.backend), by=name)
     log.info("job %s stopped by %s", job_id, name)
-    page = job_page(stopped, hook.store.list_files(job_id), None, f"stopped by {name}")
+    page = job_page(stopped, hook.store.list_files(job_id), None, f"stopped by {name}", units=_units(stopped))
     return HTMLResponse(page)
 
 

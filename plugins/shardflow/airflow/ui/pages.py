@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 
 from shardflow.airflow.ui.chart import throughput_chart
 from shardflow.core.record import AttemptRecord, FileRecord, FileStatus, JobRecord, JobStatus
-from shardflow.core.status_table import job_progress, throughput
+from shardflow.core.status_table import distribution_text, job_progress, throughput, units_summary
+from shardflow.core.units import WorkUnit
 
 __all__ = ["job_page", "jobs_page"]
 
@@ -35,6 +36,7 @@ th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #e5e7eb; v
 form.filters { margin-bottom: 12px; display: flex; gap: 8px; align-items: end; flex-wrap: wrap; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 4px 16px; }
 dt { font-weight: 600; }
+table#units { width: auto; min-width: 40%; }
 """
 
 
@@ -113,11 +115,31 @@ def jobs_page(
     return _page("Shardflow jobs", body + empty + more, refresh=any(j.status.is_active for j in jobs))
 
 
+def _parts(file: FileRecord) -> str:
+    """`` (3 parts)`` beside a file a dynamic job split at its row groups."""
+    return f" <span class='parts'>({file.parts} parts)</span>" if file.parts > 1 else ""
+
+
+def _units_table(units: Sequence[WorkUnit]) -> str:
+    """A dynamic job's units: the count by state, then per instance what it did."""
+    summary = units_summary(units)
+    rows = "".join(
+        f"<tr data-host='{escape(h.host)}'><td>{escape(h.host)}</td><td>{h.done}</td><td>{h.rows:,}</td>"
+        f"<td>{h.busy_seconds:,.1f}</td><td>{h.reclaimed}</td></tr>"
+        for h in summary.hosts
+    )
+    header = "<tr><th>Host</th><th>Units done</th><th>Rows</th><th>Busy s</th><th>Reclaimed</th></tr>"
+    return (
+        f"<p id='units-summary'>{escape(summary.text)}</p>"
+        f"<table id='units'><thead>{header}</thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def _files_table(files: Sequence[FileRecord]) -> str:
     # The failed files first: they are what a user came to see.
     order = {FileStatus.FAILED: 0, FileStatus.PENDING: 1, FileStatus.SUCCEEDED: 2}
     rows = [
-        f"<tr data-file='{escape(f.key)}'><td>{escape(f.key)}</td><td>{f.status}</td><td>{f.rows:,}</td>"
+        f"<tr data-file='{escape(f.key)}'><td>{escape(f.key)}{_parts(f)}</td><td>{f.status}</td><td>{f.rows:,}</td>"
         f"<td>{_seconds(f.seconds)}</td><td>{escape(f.output_key or '-')}</td>"
         f"<td class='error'>{escape(f.error or '')}</td></tr>"
         for f in sorted(files, key=lambda f: (order[f.status], f.key))
@@ -149,9 +171,16 @@ def _attempts_table(job: JobRecord) -> str:
     return f"<table id='attempts'><thead>{header}</thead><tbody>{rows}</tbody></table>"
 
 
-def job_page(job: JobRecord, files: Sequence[FileRecord], stop_url: str | None, message: str = "") -> str:
-    """One job: what it runs, its attempts, its throughput, its files (failed first), and the
-    "Stop job" button while it can be stopped (``stop_url``)."""
+def job_page(
+    job: JobRecord,
+    files: Sequence[FileRecord],
+    stop_url: str | None,
+    message: str = "",
+    units: Sequence[WorkUnit] = (),
+) -> str:
+    """One job: what it runs, its attempts, its units by instance (a dynamic job's), its
+    throughput, its files (failed first), and the "Stop job" button while it can be stopped
+    (``stop_url``)."""
     spec = job.job
     progress = job_progress(job)
     details = {
@@ -163,6 +192,7 @@ def job_page(job: JobRecord, files: Sequence[FileRecord], stop_url: str | None, 
         "Rows/s": "-" if progress.rows_per_second is None else f"{progress.rows_per_second:,.0f}",
         "Attempt": f"{job.attempt}/{job.max_attempts} on {escape(spec.compute.backend)}: "
         f"{escape(spec.compute.instance_type)} x {spec.compute.instance_count}",
+        "Distribution": f"<span id='distribution'>{escape(distribution_text(job))}</span>",
         "Model": f"{escape(job.artifact.uri)}<br><code>{escape(job.artifact.sha256)}</code>"
         f"<br>from {escape(job.artifact.source)}",
         "Input": f"{escape(spec.input.prefix)} ({escape(spec.input.format)})",
@@ -183,7 +213,9 @@ def job_page(job: JobRecord, files: Sequence[FileRecord], stop_url: str | None, 
     notice = f"<p id='message' class='error'>{escape(message)}</p>" if message else ""
     body = (
         f"<h2>Job {escape(job.job_id)}</h2>{notice}{stop}<dl>{listing}</dl>{error}"
-        f"<h3>Attempts</h3>{_attempts_table(job)}<h3>Throughput</h3>{throughput_chart(throughput(job, files))}"
+        f"<h3>Attempts</h3>{_attempts_table(job)}"
+        + (f"<h3>Units by instance</h3>{_units_table(units)}" if job.dynamic else "")
+        + f"<h3>Throughput</h3>{throughput_chart(throughput(job, files))}"
         f"<h3>Files</h3>{_files_table(files)}"
     )
     return _page(f"Shardflow job {job.job_id}", body, refresh=job.status.is_active)
