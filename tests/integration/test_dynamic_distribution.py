@@ -115,7 +115,7 @@ def test_dynamic_distribution_reclaims_a_killed_instances_unit_in_the_same_attem
     tables = demo_dataset(UNEVEN)
     upload_dataset(s3, f"s3://{bucket}/in/", tables)
     record, tables, model = launch(
-        s3, store, bucket, tables=tables, seconds_per_call=1.0, instances=2, distribution="dynamic", lease_seconds=5
+        s3, store, bucket, tables=tables, seconds_per_call=0.5, instances=2, distribution="dynamic", lease_seconds=5
     )
     job_dir = local_env / record.current_processing_job
     (pid,) = wait_for(lambda: script_pids(job_dir, "algo-2"), what="instance algo-2")
@@ -147,7 +147,7 @@ def test_dynamic_distribution_refuses_a_stale_claims_late_result(s3, store, buck
     tables = demo_dataset((300, 200))
     upload_dataset(s3, f"s3://{bucket}/in/", tables)
     record, _, _ = launch(
-        s3, store, bucket, tables=tables, seconds_per_call=8.0, instances=1, distribution="dynamic", lease_seconds=5
+        s3, store, bucket, tables=tables, seconds_per_call=2.0, instances=1, distribution="dynamic", lease_seconds=5
     )
     job_dir = local_env / record.current_processing_job
     (pid,) = wait_for(lambda: script_pids(job_dir, "algo-1"), what="the instance")
