@@ -20,12 +20,29 @@ from shardflow.aws.job_items import JOB_PK, file_item, job_key, to_item
 from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobStatus
 from shardflow.core.units import Claim, UnitState, WorkUnit
 
-__all__ = ["UNIT_SK", "UnitMethods", "unit_from_item", "unit_item"]
+__all__ = [
+    "CURRENT_ATTEMPT",
+    "UNIT_SK",
+    "UnitMethods",
+    "current_attempt_values",
+    "fence",
+    "unit_from_item",
+    "unit_item",
+]
 
 UNIT_SK = "UNIT#"
 
-#: The attempt's fence, as :mod:`shardflow.aws.jobstore` writes it.
-_CURRENT_ATTEMPT = "attempt = :attempt AND #status IN (:submitted, :running)"
+#: The fence on an attempt's writes: the job is still at that attempt, and the attempt is active.
+CURRENT_ATTEMPT = "attempt = :attempt AND #status IN (:submitted, :running)"
+
+
+def current_attempt_values(attempt: int) -> dict[str, Any]:
+    return {
+        ":attempt": {"N": str(attempt)},
+        ":submitted": {"S": str(JobStatus.SUBMITTED)},
+        ":running": {"S": str(JobStatus.RUNNING)},
+    }
+
 
 #: A unit attempt ``:attempt`` may claim at ``:now`` (WorkUnit.claimable, as a condition).
 _CLAIMABLE = (
@@ -93,20 +110,16 @@ def unit_from_item(item: Mapping[str, Any]) -> WorkUnit:
     return WorkUnit(**values)
 
 
-def _fence(table: str, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> dict[str, Any]:
+def fence(table: str, job_id: str, attempt: int, files: int = 0, rows: int = 0) -> dict[str, Any]:
     """The attempt's fence on the job item; with ``files`` or ``rows``, it also adds them to the
     attempt's progress, in the same transaction as the results they count (an instance that dies
     later has counted everything it recorded)."""
     condition: dict[str, Any] = {
         "TableName": table,
         "Key": job_key(job_id),
-        "ConditionExpression": _CURRENT_ATTEMPT,
+        "ConditionExpression": CURRENT_ATTEMPT,
         "ExpressionAttributeNames": {"#status": "status"},
-        "ExpressionAttributeValues": {
-            ":attempt": {"N": str(attempt)},
-            ":submitted": {"S": str(JobStatus.SUBMITTED)},
-            ":running": {"S": str(JobStatus.RUNNING)},
-        },
+        "ExpressionAttributeValues": current_attempt_values(attempt),
     }
     if not (files or rows):
         return {"ConditionCheck": condition}
@@ -121,9 +134,10 @@ class UnitMethods:
     client: Any
     table: str
 
-    def _units_transaction(self, actions: list[dict[str, Any]]) -> Claim:
-        """Run one transaction: ``FENCED`` when the fence (the first action) holds it back,
-        ``TAKEN`` when another action's condition does; contention is retried."""
+    def _transaction(self, actions: list[dict[str, Any]]) -> Claim:
+        """Run one transaction whose first action is the attempt's :func:`fence`: ``FENCED`` when
+        the fence holds it back, ``TAKEN`` when another action's condition does; contention with
+        other writers is retried, a few times with backoff."""
         delay = 0.05
         while True:
             try:
@@ -194,7 +208,7 @@ class UnitMethods:
                 },
             }
         }
-        return self._units_transaction([_fence(self.table, job_id, attempt), update])
+        return self._transaction([fence(self.table, job_id, attempt), update])
 
     def renew_leases(self, job_id: str, leases: Mapping[int, str], lease_until: float) -> list[int]:
         """Move the held units' leases on to ``lease_until``; returns the units no longer held by
@@ -245,7 +259,7 @@ class UnitMethods:
         names |= {"#token": "unit_token", "#state": "unit_state"}
         counted = 1 if file is not None and file.status is FileStatus.SUCCEEDED else 0
         actions = [
-            _fence(self.table, job_id, attempt, files=counted, rows=unit.rows),
+            fence(self.table, job_id, attempt, files=counted, rows=unit.rows),
             {
                 "Update": {
                     "TableName": self.table,
@@ -259,15 +273,13 @@ class UnitMethods:
         ]
         if file is not None:
             actions.append(self._file_put(job_id, file))
-        return self._units_transaction(actions)
+        return self._transaction(actions)
 
     def record_split_file(self, job_id: str, attempt: int, file: FileRecord) -> Claim:
         """Record the result of a split input once its parts have all settled (whoever finished
         the last part writes it; a second writer is refused as ``TAKEN``)."""
         counted = 1 if file.status is FileStatus.SUCCEEDED else 0
-        return self._units_transaction(
-            [_fence(self.table, job_id, attempt, files=counted), self._file_put(job_id, file)]
-        )
+        return self._transaction([fence(self.table, job_id, attempt, files=counted), self._file_put(job_id, file)])
 
     def _file_put(self, job_id: str, file: FileRecord) -> dict[str, Any]:
         # A file's result is written once per attempt: never over a success.

@@ -31,9 +31,9 @@ from shardflow.aws.job_items import (
     to_item,
 )
 from shardflow.aws.job_queries import JOB_KIND, JobPage, JobQuery, query_jobs
-from shardflow.aws.job_units import UnitMethods, unit_item
+from shardflow.aws.job_units import CURRENT_ATTEMPT, UnitMethods, current_attempt_values, fence, unit_item
 from shardflow.core.record import FileRecord, JobRecord, JobStatus, attempts_after, check_transition, utcnow
-from shardflow.core.units import WorkUnit
+from shardflow.core.units import Claim, WorkUnit
 from shardflow.errors import AccessDenied, JobConflict, JobNotFound, JobTableNotFound, ResourceError
 
 __all__ = ["JobStore"]
@@ -48,18 +48,6 @@ _R = TypeVar("_R")
 
 #: DynamoDB allows 100 actions per transaction; one is the fence's ConditionCheck.
 _FILES_PER_TRANSACTION = 99
-#: The fence on an attempt's writes: the job is still at that attempt, and the attempt is active.
-_CURRENT_ATTEMPT = "attempt = :attempt AND #status IN (:submitted, :running)"
-
-
-def _current_attempt_values(attempt: int) -> dict[str, Any]:
-    return {
-        ":attempt": {"N": str(attempt)},
-        ":submitted": {"S": str(JobStatus.SUBMITTED)},
-        ":running": {"S": str(JobStatus.RUNNING)},
-    }
-
-
 #: The table's indexes: name -> (partition key, sort key). Newest first in each.
 _INDEXES = {
     "by_pipeline": ("pipeline", "created_at"),
@@ -266,13 +254,13 @@ class JobStore(UnitMethods):
                 TableName=self.table,
                 Key=job_key(job_id),
                 UpdateExpression="SET heartbeat_at = :now ADD progress_files :files, progress_rows :rows",
-                ConditionExpression=_CURRENT_ATTEMPT,
+                ConditionExpression=CURRENT_ATTEMPT,
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":now": {"S": utcnow()},
                     ":files": {"N": str(files)},
                     ":rows": {"N": str(rows)},
-                    **_current_attempt_values(attempt),
+                    **current_attempt_values(attempt),
                 },
             )
         except ClientError as error:
@@ -328,32 +316,8 @@ class JobStore(UnitMethods):
 
     def _fenced_put(self, job_id: str, attempt: int, items: list[dict[str, Any]]) -> bool:
         """Put ``items`` in one transaction with the attempt's fence; ``False`` when the fence holds."""
-        check = {
-            "ConditionCheck": {
-                "TableName": self.table,
-                "Key": job_key(job_id),
-                "ConditionExpression": _CURRENT_ATTEMPT,
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": _current_attempt_values(attempt),
-            }
-        }
         puts = [{"Put": {"TableName": self.table, "Item": item}} for item in items]
-        delay = 0.05
-        while True:
-            try:
-                self.client.transact_write_items(TransactItems=[check, *puts])
-                return True
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-                if codes and codes[0] == "ConditionalCheckFailed":
-                    return False
-                # Another transaction or write on these items was in flight: try again.
-                if not any(c in ("TransactionConflict", "ThrottlingError") for c in codes) or delay > 2.0:
-                    raise
-                time.sleep(delay)
-                delay *= 2
+        return self._transaction([fence(self.table, job_id, attempt), *puts]) is Claim.OK
 
     def _query_files(self, job_id: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("query")
