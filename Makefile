@@ -7,7 +7,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags bench-status-page mwaa-bundle
+.PHONY: demo up down status test test-unit lint docs sync clean bench bench-peers bench-triggers bench-dags bench-status-page bench-distribution mwaa-bundle
 
 demo: .venv/.synced
 	.venv/bin/shardflow demo
@@ -58,6 +58,11 @@ sync: .venv/.synced
 # The jobs page at scale: 10,000 jobs in moto, the DynamoDB calls and server time of the first page.
 bench-status-page: .venv/.synced
 	.venv/bin/python bench/status_page.py
+
+# Sharded against dynamic distribution on real local jobs against moto: uneven files, one split
+# object, an instance killed mid-job, even files (bench/RESULTS-distribution.md; about 11 minutes).
+bench-distribution: .venv/.synced
+	.venv/bin/python bench/distribution.py
 
 # DagBag parse time of the pipeline DAG files at 1, 50 and 200 specs, against the 30 s timeout.
 bench-dags: .venv/.synced

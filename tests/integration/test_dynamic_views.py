@@ -57,8 +57,8 @@ def test_dynamic_job_show_prints_the_choice_the_units_per_host_and_the_split_fil
     assert main(["jobs", "show", record.job_id, "--table", store.table]) == 0
     out = capsys.readouterr().out
 
-    imbalance = f"{record.predicted_imbalance:.2f}"
-    expected = f"distribution  dynamic (auto chose it: sharded shares' predicted imbalance {imbalance} > 1.10)"
+    imbalance = f"{record.predicted_imbalance:.2f} > {AUTO_THRESHOLD:.2f}"
+    expected = f"distribution  dynamic (auto chose it: sharded shares' predicted imbalance {imbalance})"
     assert expected in out
     assert f"{len(units)} units: {len(units)} done; 0 reclaimed (claimed more than once)" in out
     hosts = {line.split()[0]: line.split()[1:] for line in out.splitlines() if re.match(r"algo-\d ", line)}
@@ -105,7 +105,7 @@ def test_dynamic_job_page_shows_the_distribution_and_the_units_per_host(store, d
 
     assert page.status_code == 200, page.text
     html = page.text
-    assert f"predicted imbalance {record.predicted_imbalance:.2f} &gt; 1.10)</span>" in html
+    assert f"predicted imbalance {record.predicted_imbalance:.2f} &gt; {AUTO_THRESHOLD:.2f})</span>" in html
     assert f"<p id='units-summary'>{len(units)} units: {len(units)} done;" in html
     rows = dict(re.findall(r"<tr data-host='([^']+)'>((?:<td>[^<]*</td>)+)</tr>", html))
     assert set(rows) == {u.host for u in units}

@@ -142,6 +142,17 @@ def test_dynamic_prepare_writes_a_unit_per_object_and_parts_for_a_split_one(obje
     assert request.dynamic and request.units == len(units) and request.instance_count == 2
 
 
+def next_task(claims: UnitClaims, timeout: float = 5.0):
+    """What the pool does: ask until a unit is ready, or the claims are finished (``None``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = claims.take()
+        if task is not None or claims.finished:
+            return task
+        time.sleep(0.02)
+    raise AssertionError("no unit became ready, and the claims never finished")
+
+
 class Claimer:
     """One instance's claims on the in-memory store, with its own folders."""
 
@@ -189,24 +200,19 @@ def test_dynamic_two_instances_claim_every_unit_once_biggest_first_and_publish(
     record = dynamic_job()
     one, two = (Claimer(job_store, object_store, record, tmp_path, h) for h in ("algo-1", "algo-2"))
     sizes = []
-    while True:
-        progressed = False
-        for claimer in (one, two):
-            task = claimer.claims.take()
-            if task is not None:
-                sizes.append(task.size)
-                claimer.claims.finish(claimer.predict(task))
-                progressed = True
-        if not progressed:
-            break
+    running = [one, two]
+    while running:  # the two take turns, as two instances' workers would
+        for claimer in list(running):
+            task = next_task(claimer.claims)
+            if task is None:
+                running.remove(claimer)
+                continue
+            sizes.append(task.size)
+            claimer.claims.finish(claimer.predict(task))
     for claimer in (one, two):
         claimer.claims.close()
-    assert sizes[:2] == sorted(sizes, reverse=True)[:2]  # the biggest first
-    # Once every result is recorded, the next look at the unit list (within a second) finds nothing left.
-    deadline = time.monotonic() + 3
-    while not all(c.claims.take() is None and c.claims.finished for c in (one, two)):
-        assert time.monotonic() < deadline, "an instance never saw every unit settled"
-        time.sleep(0.05)
+    assert sizes[0] == max(sizes)  # the biggest first
+    assert one.claims.stats.units + two.claims.stats.units == len(tables) == len(sizes)
     files = job_store.list_files(record.job_id)
     assert all(f.status is FileStatus.SUCCEEDED for f in files)
     assert sum(f.rows for f in files) == sum(t.num_rows for t in tables.values())
@@ -236,7 +242,7 @@ def test_dynamic_a_split_objects_parts_read_only_their_row_groups(object_store, 
 
     object_store.read = counting  # type: ignore[method-assign]
     ids: dict[int, list[int]] = {}
-    while (task := claimer.claims.take()) is not None:
+    while (task := next_task(claimer.claims)) is not None:
         outcome = claimer.predict(task)
         if task.row_groups:
             unit_rows = pq.read_table(claimer.output_dir / task.output).column("id").to_pylist()
@@ -254,11 +260,11 @@ def test_dynamic_a_stale_claims_result_is_refused_and_the_new_claim_is_recorded(
 ):
     record = dynamic_job()
     stale = Claimer(job_store, object_store, record, tmp_path, "algo-1", lease=0.2)
-    task = stale.claims.take()
+    task = next_task(stale.claims)
     assert task is not None
     outcome = stale.predict(task)
     time.sleep(0.3)  # its lease runs out before it reports
-    (unit,) = [u for u in job_store.list_units(record.job_id) if u.state is UnitState.LEASED]
+    (unit,) = [u for u in job_store.list_units(record.job_id) if u.label == task.relative]
     assert (
         job_store.claim_unit(
             record.job_id, 1, unit.index, token="new", host="algo-2", lease_until=time.time() + 60, now=time.time()

@@ -171,7 +171,7 @@ def format_jobs(records: Sequence[JobRecord]) -> str:
 
 def distribution_text(record: JobRecord) -> str:
     """How the job's inputs reach its instances, and why: ``dynamic (auto chose it: sharded
-    shares' predicted imbalance 1.42 > 1.10)``, ``sharded (predicted imbalance 1.05)``. A record
+    shares' predicted imbalance 1.42 > 1.16)``, ``sharded (predicted imbalance 1.05)``. A record
     written before distribution was chosen (``None``) is sharded."""
     chosen = record.distribution or "sharded"
     imbalance = record.predicted_imbalance

@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -78,6 +79,7 @@ class UnitClaims:
     :param work_dir: where fetched inputs wait for the workers (the instance's volume).
     :param output_dir: where the workers write outputs (each is deleted once uploaded).
     :param input_prefix: the job's input prefix; ``output_prefix`` its output prefix.
+    :param instances: how many instances the job has (``hosts`` of the resource config).
     """
 
     def __init__(
@@ -96,9 +98,16 @@ class UnitClaims:
         input_format: str,
         output_format: str,
         lease_seconds: float,
+        instances: int = 1,
     ) -> None:
         self.store, self.objects = store, objects
         self.job_id, self.attempt, self.processing_job, self.host = job_id, attempt, processing_job, host
+        # Every instance reads the same list, biggest first; of N instances, instance k tries
+        # the units k, k + N, k + 2N, ... of it first, then the rest, so that they do not all
+        # race for the same units (algo-1 takes the biggest).
+        number = host.rsplit("-", 1)[-1]
+        self._instances = max(1, instances)
+        self._offset = (int(number) - 1 if number.isdigit() and int(number) > 0 else 0) % self._instances
         self.work_dir, self.output_dir = work_dir, output_dir
         self.input_prefix = S3Uri.parse(input_prefix).as_prefix()
         self.staging = job_staging(output_prefix, job_id)
@@ -117,6 +126,12 @@ class UnitClaims:
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True)
         self._renewer.start()
+        # One unit claimed and fetched ahead, while the workers predict: a worker that ends its
+        # unit starts the next at once instead of waiting for a claim and a download.
+        self._ready: deque[FileTask] = deque()
+        self._wake = threading.Event()
+        self._prefetcher = threading.Thread(target=self._prefetch_loop, name="unit-prefetch", daemon=True)
+        self._prefetcher.start()
 
     # -- the pool's side -------------------------------------------------------------------------
 
@@ -128,7 +143,40 @@ class UnitClaims:
         return (self._fenced or self._settled) and not held and all(f.done() for f in self._pending)
 
     def take(self) -> FileTask | None:
-        """The next unit to predict, claimed and fetched; ``None`` when there is none now (ask again)."""
+        """The next unit to predict, claimed and fetched ahead; ``None`` when none is ready now (ask again)."""
+        with self._lock:
+            task = self._ready.popleft() if self._ready else None
+        self._wake.set()
+        if task is not None and self._fenced:  # claimed for an attempt that is over: let it go
+            self._drop(task)
+            return None
+        return task
+
+    def _drop(self, task: FileTask) -> None:
+        with self._lock:
+            unit = self._held.pop(task.relative, None)
+        if unit is not None:
+            shutil.rmtree(self.work_dir / f"unit-{unit.index:06d}", ignore_errors=True)
+
+    def _prefetch_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                room = not self._ready
+            if room and not self._fenced and not self._settled:
+                try:
+                    task = self._claim_next()
+                except Exception:  # the job table or S3 failed: try again in a moment
+                    log.exception("could not claim a unit of job %s; trying again", self.job_id)
+                    task = None
+                if task is not None:
+                    with self._lock:
+                        self._ready.append(task)
+                    continue
+            self._wake.wait(timeout=0.2)
+            self._wake.clear()
+
+    def _claim_next(self) -> FileTask | None:
+        """Claim and fetch the biggest claimable unit; ``None`` when there is none now."""
         for _ in range(2):
             # Down the list, biggest first, until two claims in a row were lost to other instances:
             # then the list is stale and is read again rather than tried unit by unit.
@@ -146,7 +194,10 @@ class UnitClaims:
         self.stats.lists += 1
         self._missed = 0
         now = time.time()
-        self._candidates = sorted((u for u in units if u.claimable(self.attempt, now)), key=lambda u: -u.size)
+        claimable = sorted((u for u in units if u.claimable(self.attempt, now)), key=lambda u: -u.size)
+        mine = claimable[self._offset :: self._instances]
+        first = {u.index for u in mine}
+        self._candidates = mine + [u for u in claimable if u.index not in first]
         # Settled: no unit may be claimed again in this attempt (none open, none leased).
         self._settled = all(_settled(u, self.attempt, now) for u in units)
         # Look again in a second (an idle instance ends only once it sees every unit settled, and
@@ -273,6 +324,7 @@ class UnitClaims:
                 self._fenced = True
             return
         self._next_list = 0.0  # the unit list has changed: look again at once
+        self._wake.set()
         self.stats.units += 1
         self.stats.rows += done.rows
         self.stats.busy_seconds += done.seconds or 0.0
@@ -332,9 +384,13 @@ class UnitClaims:
                 )
 
     def close(self) -> None:
-        """Wait for the results in flight, then stop renewing."""
-        self._results.shutdown(wait=True)
+        """Stop claiming, wait for the results in flight, then stop renewing."""
         self._stop.set()
+        self._wake.set()
+        self._prefetcher.join(timeout=30)
+        for task in list(self._ready):  # claimed ahead but never started: its lease runs out
+            self._drop(task)
+        self._results.shutdown(wait=True)
         self._renewer.join(timeout=5)
 
 

@@ -169,7 +169,7 @@ class WorkerPool:
             by_conn = {s.conn: s for s in self.seats}
             by_sentinel = {s.process.sentinel: s for s in self.seats}
             # A source may have work later (a lease running out elsewhere): ask it again soon.
-            ready = wait([*by_conn, *by_sentinel], timeout=None if source is None else 0.25)
+            ready = wait([*by_conn, *by_sentinel], timeout=None if source is None else 0.05)
             for conn in [r for r in ready if r in by_conn]:
                 seat = by_conn[conn]
                 while True:

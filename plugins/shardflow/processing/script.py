@@ -134,6 +134,15 @@ def current_host() -> str:
         return "algo-1"
 
 
+def instance_count() -> int:
+    """The job's instances, from the ``hosts`` of /opt/ml/config/resourceconfig.json (1 without it)."""
+    config = Path(os.environ.get(ENV_CONFIG_DIR, CONFIG_DIR)) / "resourceconfig.json"
+    try:
+        return max(1, len(json.loads(config.read_text())["hosts"]))
+    except (FileNotFoundError, KeyError, TypeError, json.JSONDecodeError):
+        return 1
+
+
 def processing_job_name() -> str:
     """SHARDFLOW_PROCESSING_JOB where set (the local backend), else the name SageMaker wrote to
     /opt/ml/config/processingjobconfig.json."""
@@ -216,6 +225,7 @@ def _claims(
         input_format=args.input_format,
         output_format=args.output_format,
         lease_seconds=record.job.compute.lease_seconds,
+        instances=instance_count(),
     )
 
 
