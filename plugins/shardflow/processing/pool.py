@@ -148,6 +148,7 @@ class WorkerPool:
         self.peaks: list[int] = []  # of the workers, as they stop
         self.cpu_seconds = 0.0  # of the workers, as they stop
         self._next_task = 0
+        self._finished = 0
 
     def _fork(self, index: int) -> _Seat:
         parent_end, child_end = self.context.Pipe()
@@ -164,7 +165,8 @@ class WorkerPool:
         queue = deque(sorted(tasks, key=lambda t: t.size, reverse=True))  # big files first: no long tail
         given = [t.relative for t in tasks]
         outcomes: dict[str, FileOutcome] = {}
-        while len(outcomes) < len(given) or (source is not None and not source.finished):
+        self._finished = 0  # outcomes, counted: a source may give the same unit again
+        while self._finished < len(given) or (source is not None and not source.finished):
             self._dispatch(queue, source, given)
             by_conn = {s.conn: s for s in self.seats}
             by_sentinel = {s.process.sentinel: s for s in self.seats}
@@ -248,6 +250,7 @@ class WorkerPool:
 
     def _finish(self, outcome: FileOutcome, outcomes: dict[str, FileOutcome]) -> None:
         outcomes[outcome.relative] = outcome
+        self._finished += 1
         self.on_outcome(outcome)
 
     def _replace(self, seat: _Seat, queue: deque[FileTask], outcomes: dict[str, FileOutcome]) -> None:
