@@ -158,15 +158,16 @@ class UnitMethods:
 
     def list_units(self, job_id: str) -> list[WorkUnit]:
         """Every unit of the job, in index order (consistent reads)."""
-        return [unit_from_item(item) for item in self._query_units(job_id)]
+        return [unit_from_item(item) for item in self._query_items(job_id, UNIT_SK)]
 
-    def _query_units(self, job_id: str) -> Iterator[dict[str, Any]]:
+    def _query_items(self, job_id: str, sort_prefix: str) -> Iterator[dict[str, Any]]:
+        """The job's items whose sort key starts with ``sort_prefix`` (its files, its units), in order."""
         paginator = self.client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self.table,
             ConsistentRead=True,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :unit)",
-            ExpressionAttributeValues={":pk": {"S": JOB_PK + job_id}, ":unit": {"S": UNIT_SK}},
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": JOB_PK + job_id}, ":prefix": {"S": sort_prefix}},
         ):
             yield from page["Items"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,7 +21,6 @@ from botocore.exceptions import ClientError
 from shardflow.aws.job_items import (
     FILE_SK,
     JOB_FIELDS,
-    JOB_PK,
     JOB_SK,
     file_from_item,
     file_item,
@@ -284,7 +283,7 @@ class JobStore(UnitMethods):
 
     @_named_faults
     def list_files(self, job_id: str) -> list[FileRecord]:
-        return [file_from_item(item) for item in self._query_files(job_id)]
+        return [file_from_item(item) for item in self._query_items(job_id, FILE_SK)]
 
     @_named_faults
     def record_file_results(self, job_id: str, results: Iterable[FileRecord], attempt: int | None = None) -> bool:
@@ -318,16 +317,6 @@ class JobStore(UnitMethods):
         """Put ``items`` in one transaction with the attempt's fence; ``False`` when the fence holds."""
         puts = [{"Put": {"TableName": self.table, "Item": item}} for item in items]
         return self._transaction([fence(self.table, job_id, attempt), *puts]) is Claim.OK
-
-    def _query_files(self, job_id: str) -> Iterator[dict[str, Any]]:
-        paginator = self.client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self.table,
-            ConsistentRead=True,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :file)",
-            ExpressionAttributeValues={":pk": {"S": JOB_PK + job_id}, ":file": {"S": FILE_SK}},
-        ):
-            yield from page["Items"]
 
     def _batch_put(self, items: list[dict[str, Any]]) -> None:
         for start in range(0, len(items), 25):
