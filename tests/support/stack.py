@@ -84,14 +84,21 @@ def managed_policy(arn: str) -> dict[str, Any]:
     return json.loads(document) if isinstance(document, str) else document
 
 
+def _assumable_role(iam: Any, name: str) -> str:
+    """A new role the account's root may assume, with no policy yet; its ARN."""
+    trust = {"Effect": "Allow", "Principal": {"AWS": ACCOUNT_ROOT}, "Action": "sts:AssumeRole"}
+    return str(
+        iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [trust]})
+        )["Role"]["Arn"]
+    )
+
+
 def airflow_role(stack: Stack) -> str:
     """A role standing for MWAA's execution role: the stack's Airflow policy attached, nothing else."""
     iam = boto3.client("iam")
     name = f"{stack.parameters['Environment']}-airflow-execution"
-    trust = {"Effect": "Allow", "Principal": {"AWS": ACCOUNT_ROOT}, "Action": "sts:AssumeRole"}
-    arn = iam.create_role(
-        RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [trust]})
-    )["Role"]["Arn"]
+    arn = _assumable_role(iam, name)
     iam.attach_role_policy(RoleName=name, PolicyArn=stack["AirflowPolicyArn"])
     return str(arn)
 
@@ -134,10 +141,7 @@ def table_stand_in(stack: Stack) -> str:
     (``support.iam_policy.dynamodb_requests``)."""
     iam = boto3.client("iam")
     name = f"{stack.parameters['Environment']}-table-stand-in"
-    trust = {"Effect": "Allow", "Principal": {"AWS": ACCOUNT_ROOT}, "Action": "sts:AssumeRole"}
-    arn = iam.create_role(
-        RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [trust]})
-    )["Role"]["Arn"]
+    arn = _assumable_role(iam, name)
     anything = {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}
     iam.put_role_policy(
         RoleName=name,

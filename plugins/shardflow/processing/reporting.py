@@ -12,7 +12,7 @@ from typing import Protocol
 
 from shardflow.contract import ENV_ATTEMPT, ENV_HEARTBEAT_SECONDS, ENV_JOB_ID, ENV_JOB_TABLE
 from shardflow.core.ports import JobStorePort
-from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobStatus, utcnow
+from shardflow.core.record import ErrorKind, FileRecord, FileStatus, JobRecord, JobStatus, utcnow
 from shardflow.errors import JobConflict
 
 __all__ = ["JobReporter", "NullReporter", "Outcome", "StoreFactory"]
@@ -71,6 +71,7 @@ class JobReporter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-reporter", daemon=True)
+        self.record: JobRecord | None = None  # as read when the reporter started
 
     @classmethod
     def from_environment(cls, processing_job: str, open_store: StoreFactory) -> JobReporter | None:
@@ -85,8 +86,9 @@ class JobReporter:
         return cls(open_store(table), job_id, processing_job, int(attempt) if attempt else None, interval)
 
     def start(self) -> None:
-        """Mark the job RUNNING (the first instance to start does; the others find it done)."""
-        record = self.store.get_job(self.job_id)
+        """Mark the job RUNNING (the first instance to start does; the others find it done), and
+        keep the record it read (:attr:`record`)."""
+        record = self.record = self.store.get_job(self.job_id)
         if self.attempt is None:
             self.attempt = record.attempt
         if record.status is JobStatus.SUBMITTED and record.attempt == self.attempt:

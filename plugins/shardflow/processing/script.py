@@ -209,8 +209,8 @@ def _claims(
     reporter: JobReporter, open_objects: Callable[[], UnitObjects], args: ScriptOptions, host: str
 ) -> UnitClaims:
     """The unit claims of a dynamic job's instance, for the job the reporter reports to."""
-    record = reporter.store.get_job(reporter.job_id)
-    assert reporter.attempt is not None
+    record = reporter.record  # read by reporter.start()
+    assert record is not None and reporter.attempt is not None
     return UnitClaims(
         cast(UnitStore, reporter.store),
         open_objects(),
